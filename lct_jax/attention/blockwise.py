@@ -1,0 +1,325 @@
+"""Blockwise (flash-style) attention in pure JAX, memory linear in length.
+
+FlashAttention-2 structure with a hand-written backward (`jax.custom_vjp`):
+the forward keeps only the output and the per-row logsumexp; the backward
+recomputes each tile's probabilities. Autodiff through the tile loop would
+instead store every tile's probabilities, i.e. the quadratic array we avoid.
+
+Tile skipping has two parts:
+- static: group ids are numpy, so at trace time we list the (q tile, kv tile)
+  pairs the causal rule can allow and scan over that flat list only. Work is
+  proportional to the needed tiles; the loop body is traced once, so compile
+  time does not grow with sequence length.
+- dynamic: a kv tile without a valid key in any batch element (a padded shot)
+  is skipped at run time with `lax.cond`.
+
+Internally tensors are [B, H, S, D] so that a tile is a slice of axis 2;
+in tile code Q and K stand for the tile lengths block_q and block_kv.
+"""
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from lct_jax.attention import mask as mask_lib
+
+# Finite, so that fully masked rows give 0 - 0 = 0 rather than inf - inf = NaN.
+MASK_VALUE = -1e30
+# Group ids of padding. A padded query row has the smallest id, so under the
+# causal rule it attends nothing and never raises a tile's max; a padded key
+# has the largest id, so it never makes a tile needed.
+_PAD_Q_GROUP = np.iinfo(np.int32).min
+_PAD_KV_GROUP = np.iinfo(np.int32).max
+
+
+def _round_up(x: int, multiple: int) -> int:
+  return -(-x // multiple) * multiple
+
+
+def _check_block(name: str, block) -> int:
+  if isinstance(block, bool) or not isinstance(block, (int, np.integer)):
+    raise ValueError(f"{name} must be a positive int, got {block!r}.")
+  if block <= 0:
+    raise ValueError(f"{name} must be a positive int, got {block}.")
+  return int(block)
+
+
+def _pad_ids(ids: np.ndarray, padded_len: int, fill: int) -> np.ndarray:
+  out = np.full((padded_len,), fill, dtype=np.int32)
+  out[:ids.shape[0]] = ids
+  return out
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class _Plan:
+  """Everything static about one call: block sizes, padded ids, schedule."""
+  block_q: int
+  block_kv: int
+  causal: bool
+  q_group_pad: np.ndarray   # int32 [Sq_pad]
+  kv_group_pad: np.ndarray  # int32 [Sk_pad]
+  pairs: np.ndarray         # int32 [P, 2] (q tile, kv tile), sorted by q tile
+
+  @property
+  def q_len_pad(self) -> int:
+    return self.q_group_pad.shape[0]
+
+  @property
+  def kv_len_pad(self) -> int:
+    return self.kv_group_pad.shape[0]
+
+
+def _make_plan(q_group, kv_group, block_q: int, block_kv: int,
+               causal: bool) -> _Plan:
+  """Clamps blocks, pads group ids and lists the tile pairs to visit."""
+  q_group = np.asarray(q_group, dtype=np.int32)
+  kv_group = np.asarray(kv_group, dtype=np.int32)
+  block_q = _check_block("block_q", block_q)
+  block_kv = _check_block("block_kv", block_kv)
+  # Tiny inputs: one tile as long as the sequence, not a mostly padded one.
+  block_q = max(1, min(block_q, q_group.shape[0]))
+  block_kv = max(1, min(block_kv, kv_group.shape[0]))
+  q_group_pad = _pad_ids(q_group, _round_up(q_group.shape[0], block_q),
+                         _PAD_Q_GROUP)
+  kv_group_pad = _pad_ids(kv_group, _round_up(kv_group.shape[0], block_kv),
+                          _PAD_KV_GROUP)
+  num_q_tiles = q_group_pad.shape[0] // block_q
+  num_kv_tiles = kv_group_pad.shape[0] // block_kv
+  if causal:
+    # A pair is needed iff some key of the kv tile has a group <= the
+    # largest query group of the q tile.
+    q_max_Nq = q_group_pad.reshape(num_q_tiles, block_q).max(axis=1)
+    kv_min_Nk = kv_group_pad.reshape(num_kv_tiles, block_kv).min(axis=1)
+    needed_NqxNk = kv_min_Nk[None, :] <= q_max_Nq[:, None]
+  else:
+    needed_NqxNk = np.ones((num_q_tiles, num_kv_tiles), dtype=bool)
+  # np.nonzero walks row-major, so pairs come sorted by q tile.
+  q_tiles, kv_tiles = np.nonzero(needed_NqxNk)
+  pairs = np.stack([q_tiles, kv_tiles], axis=1).astype(np.int32)
+  return _Plan(block_q, block_kv, bool(causal), q_group_pad, kv_group_pad,
+               pairs.reshape(-1, 2))
+
+
+def tile_schedule(q_group, kv_group, block_q: int, block_kv: int,
+                  causal: bool) -> np.ndarray:
+  """int32 [P, 2]: the (q tile, kv tile) pairs the kernel visits, by q tile.
+
+  Blocks are clamped to the sequence lengths and lengths padded up to a
+  multiple of the blocks, exactly as `attend_blockwise` does.
+  """
+  if np.asarray(q_group).size == 0 or np.asarray(kv_group).size == 0:
+    return np.zeros((0, 2), dtype=np.int32)
+  return _make_plan(q_group, kv_group, block_q, block_kv, causal).pairs
+
+
+def _tile_allowed(plan: _Plan, kv_valid_BxSk, q_start, kv_start):
+  """bool, broadcastable to [B, H, bq, bk]: the mask of one tile."""
+  valid_Bxbk = lax.dynamic_slice_in_dim(kv_valid_BxSk, kv_start, plan.block_kv,
+                                        axis=1)
+  allowed = valid_Bxbk[:, None, None, :]
+  if plan.causal:
+    # Constants: the ids are static; only the slice position is dynamic.
+    q_group_bq = lax.dynamic_slice_in_dim(jnp.asarray(plan.q_group_pad),
+                                          q_start, plan.block_q)
+    kv_group_bk = lax.dynamic_slice_in_dim(jnp.asarray(plan.kv_group_pad),
+                                           kv_start, plan.block_kv)
+    causal_bqxbk = kv_group_bk[None, :] <= q_group_bq[:, None]
+    allowed = allowed & causal_bqxbk[None, None]
+  return allowed
+
+
+def _tile_has_valid_key(plan: _Plan, kv_valid_BxSk) -> jax.Array:
+  """bool [Nk]: whether kv tile j holds a valid key in any batch element."""
+  batch = kv_valid_BxSk.shape[0]
+  num_kv_tiles = plan.kv_len_pad // plan.block_kv
+  return kv_valid_BxSk.reshape(batch, num_kv_tiles, plan.block_kv).any(
+      axis=(0, 2))
+
+
+def _full_f32(shape, fill, *refs):
+  """float32 `fill` of `shape`, varying over every mesh axis the refs vary over.
+
+  Inside `jax.shard_map` (check_vma=True) a scan's carry and a cond's branches
+  must vary over the same mesh axes as what updates them; a plain constant
+  varies over none. Adding a scalar zero per ref (`zeros_like` keeps the
+  ref's axes) costs nothing and needs no version-specific API.
+  """
+  out = jnp.full(shape, fill, jnp.float32)
+  for ref in refs:
+    out = out + jnp.zeros_like(ref, dtype=jnp.float32, shape=())
+  return out
+
+
+def _slice(x, start, size):
+  return lax.dynamic_slice_in_dim(x, start, size, axis=2)
+
+
+def _update(x, tile, start):
+  return lax.dynamic_update_slice_in_dim(x, tile, start, axis=2)
+
+
+def _forward(plan: _Plan, q_BxHxSqxD, k_BxHxSkxD, v_BxHxSkxD, kv_valid_BxSk):
+  """Online softmax over the scheduled tiles; returns (o, logsumexp)."""
+  batch, heads, q_len, head_dim = q_BxHxSqxD.shape
+  scale = 1.0 / (head_dim ** 0.5)
+  bq, bk = plan.block_q, plan.block_kv
+  has_valid_Nk = _tile_has_valid_key(plan, kv_valid_BxSk)
+
+  def tile_update(q_bq, k_bk, v_bk, allowed, o_bq, m_bq, l_bq):
+    s_BxHxQxK = jnp.einsum("bhqd,bhkd->bhqk", q_bq, k_bk,
+                   preferred_element_type=jnp.float32) * scale
+    s_BxHxQxK = jnp.where(allowed, s_BxHxQxK, MASK_VALUE)
+    m_new = jnp.maximum(m_bq, s_BxHxQxK.max(axis=-1))
+    # Zero masked entries: in a fully masked row s - m_new is 0, not -inf.
+    p_BxHxQxK = jnp.where(allowed, jnp.exp(s_BxHxQxK - m_new[..., None]),
+                          0.0)
+    alpha = jnp.exp(m_bq - m_new)
+    l_new = alpha * l_bq + p_BxHxQxK.sum(axis=-1)
+    o_new = alpha[..., None] * o_bq + jnp.einsum(
+        "bhqk,bhkd->bhqd", p_BxHxQxK.astype(v_bk.dtype), v_bk,
+        preferred_element_type=jnp.float32)
+    return o_new, m_new, l_new
+
+  def skip(q_bq, k_bk, v_bk, allowed, o_bq, m_bq, l_bq):
+    del q_bq, k_bk, v_bk, allowed
+    return o_bq, m_bq, l_bq
+
+  def body(carry, pair):
+    o_acc, m_acc, l_acc = carry
+    q_start, kv_start = pair[0] * bq, pair[1] * bk
+    o_bq, m_bq, l_bq = lax.cond(
+        has_valid_Nk[pair[1]], tile_update, skip,
+        _slice(q_BxHxSqxD, q_start, bq), _slice(k_BxHxSkxD, kv_start, bk),
+        _slice(v_BxHxSkxD, kv_start, bk),
+        _tile_allowed(plan, kv_valid_BxSk, q_start, kv_start),
+        _slice(o_acc, q_start, bq), _slice(m_acc, q_start, bq),
+        _slice(l_acc, q_start, bq))
+    carry = (_update(o_acc, o_bq, q_start), _update(m_acc, m_bq, q_start),
+             _update(l_acc, l_bq, q_start))
+    return carry, None
+
+  refs = (q_BxHxSqxD, k_BxHxSkxD, v_BxHxSkxD, kv_valid_BxSk)
+  init = (_full_f32((batch, heads, q_len, head_dim), 0.0, *refs),
+          _full_f32((batch, heads, q_len), MASK_VALUE, *refs),
+          _full_f32((batch, heads, q_len), 0.0, *refs))
+  (o_acc, m_acc, l_acc), _ = lax.scan(body, init, jnp.asarray(plan.pairs))
+  # l == 0 exactly when a row attended nothing: output 0, and any finite lse
+  # (the backward zeroes that row's probabilities through the mask anyway).
+  has_keys = l_acc > 0
+  o = o_acc / jnp.where(has_keys, l_acc, 1.0)[..., None]
+  lse = jnp.where(has_keys, m_acc + jnp.log(jnp.where(has_keys, l_acc, 1.0)),
+                  0.0)
+  return o.astype(q_BxHxSqxD.dtype), lse
+
+
+def _backward(plan: _Plan, q_BxHxSqxD, k_BxHxSkxD, v_BxHxSkxD, kv_valid_BxSk,
+              o_BxHxSqxD, lse_BxHxSq, do_BxHxSqxD):
+  """FlashAttention-2 backward over the same tile schedule."""
+  head_dim = q_BxHxSqxD.shape[-1]
+  scale = 1.0 / (head_dim ** 0.5)
+  bq, bk = plan.block_q, plan.block_kv
+  has_valid_Nk = _tile_has_valid_key(plan, kv_valid_BxSk)
+  # D_i = sum_j P_ij dP_ij = rowsum(dO * O): the softmax Jacobian's correction.
+  delta_BxHxSq = jnp.sum(do_BxHxSqxD.astype(jnp.float32) *
+                         o_BxHxSqxD.astype(jnp.float32), axis=-1)
+
+  def tile_grads(q_bq, k_bk, v_bk, do_bq, lse_bq, delta_bq, allowed,
+                 dq_bq, dk_bk, dv_bk):
+    s_BxHxQxK = jnp.einsum("bhqd,bhkd->bhqk", q_bq, k_bk,
+                   preferred_element_type=jnp.float32) * scale
+    s_BxHxQxK = jnp.where(allowed, s_BxHxQxK, MASK_VALUE)
+    p_BxHxQxK = jnp.where(allowed, jnp.exp(s_BxHxQxK - lse_bq[..., None]),
+                          0.0)
+    dv_bk = dv_bk + jnp.einsum(
+        "bhqk,bhqd->bhkd", p_BxHxQxK.astype(do_bq.dtype), do_bq,
+        preferred_element_type=jnp.float32)
+    dp_BxHxQxK = jnp.einsum("bhqd,bhkd->bhqk", do_bq, v_bk,
+                    preferred_element_type=jnp.float32)
+    ds_BxHxQxK = p_BxHxQxK * (dp_BxHxQxK - delta_bq[..., None])
+    dq_bq = dq_bq + scale * jnp.einsum(
+        "bhqk,bhkd->bhqd", ds_BxHxQxK.astype(k_bk.dtype), k_bk,
+        preferred_element_type=jnp.float32)
+    dk_bk = dk_bk + scale * jnp.einsum(
+        "bhqk,bhqd->bhkd", ds_BxHxQxK.astype(q_bq.dtype), q_bq,
+        preferred_element_type=jnp.float32)
+    return dq_bq, dk_bk, dv_bk
+
+  def skip(*args):
+    return args[-3:]
+
+  def body(carry, pair):
+    dq_acc, dk_acc, dv_acc = carry
+    q_start, kv_start = pair[0] * bq, pair[1] * bk
+    dq_bq, dk_bk, dv_bk = lax.cond(
+        has_valid_Nk[pair[1]], tile_grads, skip,
+        _slice(q_BxHxSqxD, q_start, bq), _slice(k_BxHxSkxD, kv_start, bk),
+        _slice(v_BxHxSkxD, kv_start, bk), _slice(do_BxHxSqxD, q_start, bq),
+        _slice(lse_BxHxSq, q_start, bq), _slice(delta_BxHxSq, q_start, bq),
+        _tile_allowed(plan, kv_valid_BxSk, q_start, kv_start),
+        _slice(dq_acc, q_start, bq), _slice(dk_acc, kv_start, bk),
+        _slice(dv_acc, kv_start, bk))
+    carry = (_update(dq_acc, dq_bq, q_start), _update(dk_acc, dk_bk, kv_start),
+             _update(dv_acc, dv_bk, kv_start))
+    return carry, None
+
+  refs = (q_BxHxSqxD, k_BxHxSkxD, v_BxHxSkxD, kv_valid_BxSk, do_BxHxSqxD,
+          lse_BxHxSq)
+  init = (_full_f32(q_BxHxSqxD.shape, 0.0, *refs),
+          _full_f32(k_BxHxSkxD.shape, 0.0, *refs),
+          _full_f32(v_BxHxSkxD.shape, 0.0, *refs))
+  (dq, dk, dv), _ = lax.scan(body, init, jnp.asarray(plan.pairs))
+  return (dq.astype(q_BxHxSqxD.dtype), dk.astype(k_BxHxSkxD.dtype),
+          dv.astype(v_BxHxSkxD.dtype))
+
+
+def _make_kernel(plan: _Plan):
+  """A custom_vjp attention on padded [B, H, S, D] inputs for one plan."""
+
+  @jax.custom_vjp
+  def kernel(q, k, v, kv_valid):
+    return _forward(plan, q, k, v, kv_valid)[0]
+
+  def kernel_fwd(q, k, v, kv_valid):
+    o, lse = _forward(plan, q, k, v, kv_valid)
+    return o, (q, k, v, kv_valid, o, lse)
+
+  def kernel_bwd(residuals, do):
+    dq, dk, dv = _backward(plan, *residuals, do)
+    return dq, dk, dv, None  # kv_valid is boolean: no cotangent.
+
+  kernel.defvjp(kernel_fwd, kernel_bwd)
+  return kernel
+
+
+def attend_blockwise(q_BxSqxHxD: jax.Array, k_BxSkxHxD: jax.Array,
+                     v_BxSkxHxD: jax.Array, mask: mask_lib.GroupMask, *,
+                     block_q: int = 512, block_kv: int = 512) -> jax.Array:
+  """Masked attention without any Sq x Sk array; see the module docstring.
+
+  Shapes are assumed checked by `dispatch.attend`.
+  """
+  q_len, kv_len = q_BxSqxHxD.shape[1], k_BxSkxHxD.shape[1]
+  if q_len == 0 or kv_len == 0:
+    return jnp.zeros_like(q_BxSqxHxD)
+  plan = _make_plan(mask.q_group, mask.kv_group, block_q, block_kv,
+                    mask.causal)
+  if plan.pairs.shape[0] == 0:
+    # No query may see any key (e.g. a cache holding only later groups).
+    return jnp.zeros_like(q_BxSqxHxD)
+
+  def to_padded_bhsd(x_BxSxHxD, padded_len):
+    x_BxHxSxD = jnp.swapaxes(x_BxSxHxD, 1, 2)
+    pad = padded_len - x_BxHxSxD.shape[2]
+    return jnp.pad(x_BxHxSxD, ((0, 0), (0, 0), (0, pad), (0, 0)))
+
+  q_BxHxSqxD = to_padded_bhsd(q_BxSqxHxD, plan.q_len_pad)
+  k_BxHxSkxD = to_padded_bhsd(k_BxSkxHxD, plan.kv_len_pad)
+  v_BxHxSkxD = to_padded_bhsd(v_BxSkxHxD, plan.kv_len_pad)
+  kv_valid_BxSk = jnp.pad(mask.kv_valid,
+                          ((0, 0), (0, plan.kv_len_pad - kv_len)),
+                          constant_values=False)
+  o_BxHxSqxD = _make_kernel(plan)(q_BxHxSqxD, k_BxHxSkxD, v_BxHxSkxD,
+                                  kv_valid_BxSk)
+  return jnp.swapaxes(o_BxHxSqxD[:, :, :q_len], 1, 2)

@@ -1,0 +1,154 @@
+"""The config schema: every field, its default, and what it means.
+
+Config files in `configs/` start from `base_config()` and override what their
+run needs, so a field exists (and is documented) in exactly one place. The
+dict is locked: a typo on the command line is an error, not a silent no-op.
+"""
+from __future__ import annotations
+
+import ml_collections
+
+from lct_jax.layout import rope
+
+ATTENTION_MASKS = ("bidirectional", "context_causal")
+REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch")
+TEXT_MODES = ("tokens", "embeddings")
+DECAYS = ("cosine", "linear", "constant")
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+def base_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+
+  # --- model: the MMDiT (DESIGN.md section 3) ------------------------------
+  m = c.model = ml_collections.ConfigDict()
+  m.width = 128                   # = num_heads * head_dim
+  m.num_heads = 4
+  m.head_dim = 32
+  m.depth = 2                     # dual-stream blocks (scanned)
+  m.num_single_layers = 0         # single-stream blocks: parity issue
+  m.mlp_ratio = 4.0
+  m.in_channels = 4               # latent channels
+  m.out_channels = 0              # 0: same as in_channels
+  m.patch_t = 1                   # 3D patch (patch_t, patch, patch)
+  m.patch = 2
+  m.rope_axes_dim = (8, 12, 12)   # (t, h, w) bands; must sum to head_dim
+  m.rope_theta = 256.0
+  m.text_rope = True              # False: legacy single-shot layout
+  m.text_mode = "tokens"          # tokens: learned vocab; embeddings: given
+  m.vocab_size = 256              # tokens mode
+  m.text_embed_dim = 64           # width of token embeddings / given embeds
+  m.use_pooled_text = True        # add pooled text of the group to c_g
+  m.pooled_dim = 0                # embeddings mode: pooled vector width
+  m.guidance_embeds = False       # distilled-guidance embed (HunyuanVideo)
+  m.timestep_scale = 1000.0       # t in [0,1] -> sinusoid of t * scale
+  m.global_timestep = 0.0         # t of the global prompt group (clean)
+  m.zero_init = True              # adaLN-Zero: gates and output start at 0
+  m.attention_mask = "bidirectional"   # or context_causal (causal stage)
+  m.attention_impl = "auto"       # auto | dense | blockwise
+  m.block_q = 512
+  m.block_kv = 512
+  m.remat_policy = "full"         # none | full | dots | dots_no_batch
+  m.compute_dtype = "float32"     # params stay float32; activations in this
+
+  # --- scene: static shapes of a batch (DESIGN.md section 2) ----------------
+  s = c.scene = ml_collections.ConfigDict()
+  s.max_shots = 4                 # shot slots per scene (paper: up to 9)
+  s.max_text_len = 16             # text slots per group
+  s.frames = 4                    # latent frames per shot slot
+  s.height = 8                    # latent grid
+  s.width = 8
+  s.global_dummy_tokens = False   # global dummy block: positional only
+
+  # --- flow: rectified-flow objective (DESIGN.md section 4) ---------------
+  f = c.flow = ml_collections.ConfigDict()
+  f.t_mean = 0.0                  # logit-normal timesteps, SD3 defaults
+  f.t_std = 1.0
+  f.shift = 1.0                   # SD3 shift; 1 = none
+  f.p_frame = 0.1                 # replace a shot by one of its frames
+  f.p_text = 0.1                  # drop all text of a scene (CFG)
+  f.p_single = 0.0                # reduce a scene to one of its shots
+
+  # --- optim ---------------------------------------------------------------
+  o = c.optim = ml_collections.ConfigDict()
+  o.lr = 1e-4
+  o.warmup_steps = 100
+  o.decay = "cosine"              # cosine | linear | constant after warmup
+  o.end_lr_factor = 0.1           # final lr = lr * end_lr_factor
+  o.b1 = 0.9
+  o.b2 = 0.999
+  o.eps = 1e-8
+  o.weight_decay = 0.0            # not applied to biases and norm weights
+  o.clip_norm = 1.0               # global-norm clipping; 0 = off
+  o.ema_decay = 0.999             # EMA of parameters; 0 = EMA equals params
+
+  # --- train ---------------------------------------------------------------
+  t = c.train = ml_collections.ConfigDict()
+  t.batch_size = 2                # global batch (scenes per step)
+  t.grad_accum = 1                # microbatches per step
+  t.steps = 1000
+  t.stage = "lct"                 # text_rope | lct | causal (for the record)
+  t.init_from = ""                # checkpoint to initialise params from
+
+  # --- mesh: ('data', 'fsdp', 'context', 'tensor'); -1 = all remaining ------
+  me = c.mesh = ml_collections.ConfigDict()
+  me.data = -1
+  me.fsdp = 1
+  me.context = 1
+  me.tensor = 1
+  return c
+
+
+def validate(c: ml_collections.ConfigDict) -> None:
+  """Raises ValueError naming the offending field. Cheap; call before jit."""
+  m = c.model
+
+  def choice(name, value, options):
+    if value not in options:
+      raise ValueError(f"{name}={value!r} is not one of {options}")
+
+  if m.width != m.num_heads * m.head_dim:
+    raise ValueError(f"model.width={m.width} must equal model.num_heads * "
+                     f"model.head_dim = {m.num_heads} * {m.head_dim}")
+  try:
+    rope.validate_axes(tuple(m.rope_axes_dim), m.head_dim)
+  except ValueError as e:
+    raise ValueError(f"model.{e}") from None
+  choice("model.attention_mask", m.attention_mask, ATTENTION_MASKS)
+  choice("model.remat_policy", m.remat_policy, REMAT_POLICIES)
+  choice("model.text_mode", m.text_mode, TEXT_MODES)
+  choice("model.compute_dtype", m.compute_dtype, DTYPES)
+  choice("optim.decay", c.optim.decay, DECAYS)
+  if m.depth < 1:
+    raise ValueError(f"model.depth={m.depth} must be >= 1")
+  if m.text_mode == "embeddings" and m.use_pooled_text and m.pooled_dim < 1:
+    raise ValueError("model.pooled_dim must be set (> 0) when "
+                     "model.text_mode='embeddings' and model.use_pooled_text")
+  if c.scene.max_shots < 1:
+    raise ValueError(f"scene.max_shots={c.scene.max_shots} must be >= 1")
+  for p in ("p_frame", "p_text", "p_single"):
+    if not 0.0 <= c.flow[p] <= 1.0:
+      raise ValueError(f"flow.{p}={c.flow[p]} must be in [0, 1]")
+  if c.train.batch_size % c.train.grad_accum:
+    raise ValueError(f"train.batch_size={c.train.batch_size} is not divisible "
+                     f"by train.grad_accum={c.train.grad_accum}")
+  # Geometry checks (grid divisible by the patch size, positive sizes).
+  from lct_jax.layout import SceneGeometry  # pylint: disable=g-import-not-at-top
+  SceneGeometry.from_config(c)
+
+
+def load(spec: str) -> ml_collections.ConfigDict:
+  """'configs/demo.py' or 'configs/lct_3b.py:causal' -> its get_config(...).
+
+  The same `path[:arg]` form as `--config` on the command line, for code
+  that needs a config without absl flags (benchmarks, tests, notebooks).
+  """
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  path, _, arg = spec.partition(":")
+  module_spec = importlib.util.spec_from_file_location("lct_config", path)
+  if module_spec is None:
+    raise FileNotFoundError(f"config file {path!r} not found")
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  return module.get_config(arg) if arg else module.get_config()

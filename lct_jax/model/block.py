@@ -1,0 +1,121 @@
+"""The dual-stream MMDiT block (SD3 / HunyuanVideo), per-group modulated.
+
+Video and text streams have separate weights and meet in one joint attention.
+Parameter names mirror diffusers' `HunyuanVideoTransformerBlock`
+(`attn.to_out.0` -> `attn.to_out_0`, `ff.net.0.proj` -> `ff.net_0_proj`).
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from lct_jax import attention
+from lct_jax.layout import apply_rope
+from lct_jax.model.layers import (AdaLNZero, FeedForward, RMSNorm, layer_norm,
+                                  linear, modulate)
+from lct_jax.parallel import constrain
+
+
+@dataclasses.dataclass(frozen=True)
+class BlockInputs:
+  """What every block of one forward shares (closed over by the layer scan)."""
+  silu_c_vid_BxVxD: jax.Array     # SiLU(conditioning) per video slot group
+  silu_c_txt_BxGxD: jax.Array     # SiLU(conditioning) per text group
+  rope_vid: tuple[jax.Array, jax.Array]          # (cos, sin) [B, Sv, D/2]
+  rope_txt: tuple[jax.Array, jax.Array] | None   # None: text not rotated
+  mask: attention.GroupMask       # over the joint sequence [video ; text]
+  attention_impl: str = "auto"
+  block_q: int = 512
+  block_kv: int = 512
+
+
+class JointAttention(nnx.Module):
+  """Separate Q/K/V/out per stream, per-head RMS QK norm, one attention."""
+
+  def __init__(self, width: int, num_heads: int, head_dim: int, *,
+               rngs: nnx.Rngs):
+    self.num_heads, self.head_dim = num_heads, head_dim
+    inner = num_heads * head_dim
+    q_names, o_names = ("embed", "heads"), ("heads", "embed")
+    self.to_q = linear(width, inner, q_names, rngs=rngs)
+    self.to_k = linear(width, inner, q_names, rngs=rngs)
+    self.to_v = linear(width, inner, q_names, rngs=rngs)
+    self.to_out_0 = linear(inner, width, o_names, rngs=rngs)
+    self.add_q_proj = linear(width, inner, q_names, rngs=rngs)
+    self.add_k_proj = linear(width, inner, q_names, rngs=rngs)
+    self.add_v_proj = linear(width, inner, q_names, rngs=rngs)
+    self.to_add_out = linear(inner, width, o_names, rngs=rngs)
+    self.norm_q = RMSNorm(head_dim)
+    self.norm_k = RMSNorm(head_dim)
+    self.norm_added_q = RMSNorm(head_dim)
+    self.norm_added_k = RMSNorm(head_dim)
+
+  def _heads(self, x_BxSxD):
+    return x_BxSxD.reshape(*x_BxSxD.shape[:-1], self.num_heads, self.head_dim)
+
+  def project(self, vid_BxSvxD, txt_BxStxD, rope_vid, rope_txt):
+    """Joint q, k, v [B, Sv + St, H, Dh], RoPE applied to q and k."""
+    q_v = self.norm_q(self._heads(self.to_q(vid_BxSvxD)))
+    k_v = self.norm_k(self._heads(self.to_k(vid_BxSvxD)))
+    v_v = self._heads(self.to_v(vid_BxSvxD))
+    q_t = self.norm_added_q(self._heads(self.add_q_proj(txt_BxStxD)))
+    k_t = self.norm_added_k(self._heads(self.add_k_proj(txt_BxStxD)))
+    v_t = self._heads(self.add_v_proj(txt_BxStxD))
+    q_v, k_v = apply_rope(q_v, *rope_vid), apply_rope(k_v, *rope_vid)
+    if rope_txt is not None:
+      q_t, k_t = apply_rope(q_t, *rope_txt), apply_rope(k_t, *rope_txt)
+    cat = lambda a, b: jnp.concatenate([a, b], axis=1)
+    return cat(q_v, q_t), cat(k_v, k_t), cat(v_v, v_t)
+
+  def output(self, o_BxSxHxDh, video_len: int):
+    """Splits the joint output back into the streams and projects each."""
+    o_BxSxI = o_BxSxHxDh.reshape(*o_BxSxHxDh.shape[:2], -1)
+    return (self.to_out_0(o_BxSxI[:, :video_len]),
+            self.to_add_out(o_BxSxI[:, video_len:]))
+
+
+class DualStreamBlock(nnx.Module):
+  """adaLN-Zero dual-stream block; modulation per group, not per token."""
+
+  def __init__(self, width: int, num_heads: int, head_dim: int,
+               mlp_ratio: float, *, rngs: nnx.Rngs, zero_init: bool = True):
+    hidden = int(width * mlp_ratio)
+    self.norm1 = AdaLNZero(width, rngs=rngs, zero=zero_init)
+    self.norm1_context = AdaLNZero(width, rngs=rngs, zero=zero_init)
+    self.attn = JointAttention(width, num_heads, head_dim, rngs=rngs)
+    self.ff = FeedForward(width, hidden, rngs=rngs)
+    self.ff_context = FeedForward(width, hidden, rngs=rngs)
+
+  def __call__(self, vid_BxVxTxD: jax.Array, txt_BxGxLxD: jax.Array,
+               ctx: BlockInputs) -> tuple[jax.Array, jax.Array]:
+    B, V, T, D = vid_BxVxTxD.shape
+    G, L = txt_BxGxLxD.shape[1:3]
+    (v_shift1, v_scale1, v_gate1, v_shift2, v_scale2,
+     v_gate2) = self.norm1(ctx.silu_c_vid_BxVxD)
+    (t_shift1, t_scale1, t_gate1, t_shift2, t_scale2,
+     t_gate2) = self.norm1_context(ctx.silu_c_txt_BxGxD)
+
+    # Joint attention over [video ; text].
+    vid_in = modulate(layer_norm(vid_BxVxTxD), v_shift1, v_scale1)
+    txt_in = modulate(layer_norm(txt_BxGxLxD), t_shift1, t_scale1)
+    q, k, v = self.attn.project(vid_in.reshape(B, V * T, D),
+                                txt_in.reshape(B, G * L, D),
+                                ctx.rope_vid, ctx.rope_txt)
+    q = constrain(q, ("batch", "length", "act_heads", None))
+    k = constrain(k, ("batch", "length", "act_heads", None))
+    v = constrain(v, ("batch", "length", "act_heads", None))
+    o = attention.attend(q, k, v, ctx.mask, impl=ctx.attention_impl,
+                         block_q=ctx.block_q, block_kv=ctx.block_kv)
+    vid_attn, txt_attn = self.attn.output(o, V * T)
+    vid = vid_BxVxTxD + v_gate1[:, :, None] * vid_attn.reshape(B, V, T, D)
+    txt = txt_BxGxLxD + t_gate1[:, :, None] * txt_attn.reshape(B, G, L, D)
+
+    # Separate MLPs.
+    vid = vid + v_gate2[:, :, None] * self.ff(
+        modulate(layer_norm(vid), v_shift2, v_scale2))
+    txt = txt + t_gate2[:, :, None] * self.ff_context(
+        modulate(layer_norm(txt), t_shift2, t_scale2))
+    return vid, txt

@@ -1,0 +1,86 @@
+"""Small layers with logical axis names, named as diffusers names them.
+
+Linear layers are `nnx.Linear` (kernel [in, out]; diffusers' `weight` is its
+transpose). Every parameter carries logical axis names (`out_sharding`
+metadata, applied to a mesh by `lct_jax.parallel`), never eagerly sharded.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+LN_EPS = 1e-6   # LayerNorm and RMSNorm epsilon (HunyuanVideo)
+
+
+def _named(init, names: Sequence[str | None]):
+  return nnx.with_partitioning(init, tuple(names), eager_sharding=False)
+
+
+def linear(d_in: int, d_out: int, names: Sequence[str | None], *,
+           rngs: nnx.Rngs, zero: bool = False, bias: bool = True
+           ) -> nnx.Linear:
+  """A Linear whose kernel is named `names` (in, out) and bias `names[1:]`."""
+  kernel_init = (nnx.initializers.zeros_init() if zero
+                 else nnx.initializers.xavier_uniform())
+  return nnx.Linear(
+      d_in, d_out, use_bias=bias, rngs=rngs,
+      kernel_init=_named(kernel_init, names),
+      bias_init=_named(nnx.initializers.zeros_init(), names[1:]))
+
+
+class RMSNorm(nnx.Module):
+  """RMS norm over the last axis with a learned `weight` (diffusers name)."""
+
+  def __init__(self, dim: int, *, eps: float = LN_EPS):
+    self.eps = eps
+    self.weight = nnx.Param(
+        jnp.ones((dim,), jnp.float32),
+        out_sharding=(None,), eager_sharding=False)
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    x32 = x.astype(jnp.float32)
+    x32 = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, -1, keepdims=True) + self.eps)
+    return (x32 * self.weight[...].astype(jnp.float32)).astype(x.dtype)
+
+
+def layer_norm(x: jax.Array, eps: float = LN_EPS) -> jax.Array:
+  """LayerNorm without affine parameters, statistics in float32."""
+  x32 = x.astype(jnp.float32)
+  mean = jnp.mean(x32, -1, keepdims=True)
+  var = jnp.mean(jnp.square(x32 - mean), -1, keepdims=True)
+  return ((x32 - mean) * jax.lax.rsqrt(var + eps)).astype(x.dtype)
+
+
+def modulate(x_BxGxTxD: jax.Array, shift_BxGxD: jax.Array,
+             scale_BxGxD: jax.Array) -> jax.Array:
+  """adaLN: per-group (shift, scale) broadcast over that group's tokens."""
+  return x_BxGxTxD * (1 + scale_BxGxD[:, :, None]) + shift_BxGxD[:, :, None]
+
+
+class FeedForward(nnx.Module):
+  """GELU(tanh) MLP: diffusers `ff.net.0.proj` -> `net_0_proj`, `net.2`."""
+
+  def __init__(self, width: int, hidden: int, *, rngs: nnx.Rngs):
+    self.net_0_proj = linear(width, hidden, ("embed", "mlp"), rngs=rngs)
+    self.net_2 = linear(hidden, width, ("mlp", "embed"), rngs=rngs)
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    return self.net_2(jax.nn.gelu(self.net_0_proj(x), approximate=True))
+
+
+class AdaLNZero(nnx.Module):
+  """`norm1.linear`: c -> 6 modulation vectors (shift, scale, gate) x 2.
+
+  Computed per group ([B, G, 6D], tiny) and broadcast to the group's tokens
+  by `modulate`, never materialised per token.
+  """
+
+  def __init__(self, width: int, *, rngs: nnx.Rngs, zero: bool):
+    self.linear = linear(width, 6 * width, ("embed", "modulation"),
+                         rngs=rngs, zero=zero)
+
+  def __call__(self, silu_c_BxGxD: jax.Array):
+    return jnp.split(self.linear(silu_c_BxGxD), 6, axis=-1)

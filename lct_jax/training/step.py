@@ -1,0 +1,151 @@
+"""The jitted training step: (state, batch, rng) -> (state, metrics).
+
+Per step:
+  1. one key per example, from `rng` (the caller folds in the step number; a
+     fixed rng gives fixed noise and timesteps, as the overfit test wants);
+  2. augment (single-shot mixing, frame substitution, text dropout);
+  3. per-shot logit-normal t, noise, velocity target;
+  4. forward in the compute dtype, per-shot MSE as (sum, count);
+  5. gradients summed over `grad_accum` microbatches (a scan) and divided
+     once by the batch's valid-shot count: equal to one full-batch step;
+  6. AdamW update (clipped), EMA.
+"""
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+from lct_jax import batch as batch_lib
+from lct_jax import configlib
+from lct_jax.diffusion import augment, flow
+from lct_jax.training.optim import make_optimizer, make_schedule
+from lct_jax.training.state import TrainState
+
+
+def cast_floats(tree, dtype):
+  return jax.tree.map(
+      lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating)
+      else x, tree)
+
+
+def prepare(config, batch: dict, keys_B: jax.Array):
+  """Augmentations, timesteps, noise -> (model inputs, target, num_frames)."""
+  f, m = config.flow, config.model
+  k_single, k_frame, k_text, k_t, k_eps = augment.split_each(keys_B, 5)
+  if f.p_single > 0:
+    batch = augment.to_single_shot(k_single, batch, f.p_single)
+  latents, num_frames = batch["latents"], batch["num_frames"]
+  if f.p_frame > 0:
+    latents, num_frames = augment.substitute_frames(
+        k_frame, latents, num_frames, f.p_frame, m.patch_t)
+  text, pooled = batch["text"], batch.get("pooled")
+  if f.p_text > 0:
+    text, pooled = augment.drop_text(k_text, text, batch["text_len"],
+                                     f.p_text, pooled)
+  N = latents.shape[1]
+  t_BxN = jax.vmap(lambda k: flow.sample_timesteps(
+      k, (N,), mean=f.t_mean, std=f.t_std, shift=f.shift))(k_t)
+  eps = jax.vmap(lambda k: jax.random.normal(
+      k, latents.shape[1:], jnp.float32))(k_eps).astype(latents.dtype)
+  z_t = flow.add_noise(latents, eps, t_BxN)
+  inputs = dict(latents=z_t, t_BxN=t_BxN, text=text,
+                text_len=batch["text_len"], num_frames=num_frames,
+                pooled=pooled)
+  return inputs, flow.velocity_target(latents, eps), num_frames
+
+
+def loss_sum_fn(params, graphdef, config, batch, keys_B):
+  """-> (sum of per-shot losses, (valid shot count, aux))."""
+  dtype = jnp.dtype(config.model.compute_dtype)
+  inputs, target, num_frames = prepare(config, batch, keys_B)
+  model = nnx.merge(graphdef, cast_floats(params, dtype))
+  v_pred = model(inputs["latents"], inputs["t_BxN"], inputs["text"],
+                 inputs["text_len"], inputs["num_frames"],
+                 pooled_BxGxP=inputs["pooled"])
+  loss_sum, count = flow.shot_loss_sum(v_pred, target, num_frames)
+  return loss_sum, count
+
+
+def _microbatches(tree, k: int):
+  return jax.tree.map(lambda x: x.reshape((k, x.shape[0] // k) + x.shape[1:]),
+                      tree)
+
+
+def compute_grads(params, batch: dict, keys_B: jax.Array, *, graphdef, config):
+  """-> (loss sum, valid shot count, gradient sum) over the whole batch.
+
+  With `train.grad_accum = k` the batch is split into k microbatches that are
+  run one after another (a scan), so activation memory is that of B / k.
+  """
+  k = config.train.grad_accum
+  grad_fn = jax.value_and_grad(loss_sum_fn, has_aux=True)
+  if k == 1:
+    (loss_sum, count), grads = grad_fn(params, graphdef, config, batch, keys_B)
+    return loss_sum, count, grads
+
+  def micro(acc, xs):
+    mb, keys = xs
+    (ls, c), g = grad_fn(params, graphdef, config, mb, keys)
+    acc_ls, acc_c, acc_g = acc
+    return (acc_ls + ls, acc_c + c, jax.tree.map(jnp.add, acc_g, g)), None
+
+  init = (jnp.zeros((), jnp.float32), jnp.zeros((), jnp.float32),
+          jax.tree.map(jnp.zeros_like, params))
+  (loss_sum, count, grads), _ = jax.lax.scan(
+      micro, init, (_microbatches(batch, k), _microbatches(keys_B, k)))
+  return loss_sum, count, grads
+
+
+def train_step(state: TrainState, batch: dict, rng: jax.Array, *, graphdef,
+               config) -> tuple[TrainState, dict]:
+  """The pure step; `make_train_step` jits it."""
+  keys_B = jax.random.split(rng, batch["latents"].shape[0])
+  loss_sum, count, grads = compute_grads(state.params, batch, keys_B,
+                                         graphdef=graphdef, config=config)
+  denom = jnp.maximum(count, 1.0)
+  grads = jax.tree.map(lambda g: g / denom, grads)
+  tx = make_optimizer(config.optim, config.train.steps)
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  decay = config.optim.ema_decay
+  ema = jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p,
+                     state.ema_params, params)
+  lr = make_schedule(config.optim, config.train.steps)(state.step)
+  metrics = dict(loss=loss_sum / denom, grad_norm=optax.tree.norm(grads),
+                 lr=lr, shots=count)
+  new_state = TrainState(step=state.step + 1, params=params,
+                         opt_state=opt_state, ema_params=ema)
+  return new_state, metrics
+
+
+class TrainStep:
+  """The jitted step behind a pre-trace check of config and batch shapes."""
+
+  def __init__(self, graphdef, config, *, donate: bool = True):
+    configlib.validate(config)
+    self.config = config
+    fn = functools.partial(train_step, graphdef=graphdef, config=config)
+    self._jitted = jax.jit(fn, donate_argnums=(0,) if donate else ())
+
+  def validate(self, batch: dict) -> None:
+    batch_lib.validate_batch(batch, self.config)
+    B = batch["latents"].shape[0]
+    if B % self.config.train.grad_accum:
+      raise ValueError(f"batch size {B} is not divisible by "
+                       f"train.grad_accum={self.config.train.grad_accum}")
+
+  def lower(self, state, batch, rng):
+    self.validate(batch)
+    return self._jitted.lower(state, batch, rng)
+
+  def __call__(self, state, batch, rng):
+    self.validate(batch)
+    return self._jitted(state, batch, rng)
+
+
+def make_train_step(graphdef, config, *, donate: bool = True) -> TrainStep:
+  return TrainStep(graphdef, config, donate=donate)
