@@ -17,7 +17,8 @@ from lct_jax import configlib
 from lct_jax.training import create_train_state, init_model, make_train_step
 
 BATCH = 8
-VARIANTS = [("dense", 2048), ("blockwise", 256), ("blockwise", 2048)]
+VARIANTS = [("dense", 2048), ("blockwise", 256), ("blockwise", 512),
+            ("blockwise", 2048)]
 
 DEMO = str(pathlib.Path(__file__).resolve().parents[1] / "configs" / "demo.py")
 

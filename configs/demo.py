@@ -29,8 +29,8 @@ def get_config(stage: str = "lct"):
   m.vocab_size = 512
   m.text_embed_dim = 64
   m.attention_impl = "auto"         # blockwise on CPU
-  # One tile (blocks are clamped to the sequence): at 1.1K tokens the tile
-  # loop costs more than it saves on CPU (1.75 vs 3.0 s/step at 256).
+  # One tile (blocks are clamped to the sequence): at 1.1K tokens fewer,
+  # larger tiles win on CPU (BENCHMARKS.md: 1.85 s/step vs 2.78 at 256).
   m.block_q = m.block_kv = 2048
   m.remat_policy = "none"           # small enough to keep activations
 
