@@ -3,10 +3,11 @@ r"""Trains an LCT model.
   python train.py --config configs/demo.py --workdir runs/demo
   python train.py --config configs/demo.py:causal --config.optim.lr=1e-4
 
-PARTIAL (until the data and loop issues land): this fits a fixed set of
-random scenes at the config's shapes, logs the loss, and saves nothing. It
-exercises the real jitted train step end to end; the synthetic-scene
-pipeline, checkpoints, exact resume and logging replace the body of main().
+PARTIAL (until the training-loop issue lands): this trains on the scenes of
+`data.source` (by default the built-in synthetic scenes, drawn on the fly)
+through the grain pipeline and the real jitted step, and logs the loss; it
+saves nothing yet. Checkpoints, exact resume, preemption and TensorBoard
+come with the loop issue.
 """
 import time
 
@@ -15,8 +16,8 @@ from ml_collections import config_flags
 
 import jax
 
-from lct_jax import batch as batch_lib
 from lct_jax import configlib
+from lct_jax.data import pipeline
 from lct_jax.layout import SceneGeometry
 from lct_jax.training import (abstract_model, count_params, create_train_state,
                               init_model, make_train_step)
@@ -24,8 +25,6 @@ from lct_jax.training import (abstract_model, count_params, create_train_state,
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/demo.py",
                                           "Config file (`path[:stage]`).")
 _WORKDIR = flags.DEFINE_string("workdir", "runs/demo", "Work directory.")
-_NUM_SCENES = flags.DEFINE_integer("num_scenes", 16,
-                                   "Random scenes to fit (placeholder data).")
 _LOG_EVERY = flags.DEFINE_integer("log_every", 25, "Steps between log lines.")
 _DRY_RUN = flags.DEFINE_bool(
     "dry_run", False, "Print parameter and token counts (abstract init: no "
@@ -52,7 +51,6 @@ def main(argv):
   if _DRY_RUN.value:
     describe(config)
     return
-  B = config.train.batch_size
 
   # --- model and state ---------------------------------------------------
   graphdef, params = init_model(config)
@@ -62,15 +60,14 @@ def main(argv):
   state = create_train_state(config, params)
   step_fn = make_train_step(graphdef, config)
 
-  # --- placeholder data: a fixed pool of random scenes ---------------------
-  pool = batch_lib.random_batch(config, config.seed, _NUM_SCENES.value)
+  # --- data: grain pipeline over data.source (synthetic by default) ---------
+  batches = pipeline.make_pipeline(config)
   rng = jax.random.key(config.seed)
 
   # --- loop ---------------------------------------------------------------
   t0 = time.time()
   for step in range(config.train.steps):
-    idx = [(step * B + i) % _NUM_SCENES.value for i in range(B)]
-    batch = {k: v[idx] for k, v in pool.items()}
+    batch = next(batches)
     state, metrics = step_fn(state, batch, jax.random.fold_in(rng, step))
     if step % _LOG_EVERY.value == 0 or step == config.train.steps - 1:
       m = {k: float(v) for k, v in metrics.items()}
@@ -78,6 +75,7 @@ def main(argv):
       print(f"step {step:5d}  loss {m['loss']:.4f}  grad_norm "
             f"{m['grad_norm']:.3f}  lr {m['lr']:.2e}  {rate:.2f} steps/s",
             flush=True)
+  batches.close()
   logging.info("done; workdir %s is unused until the loop issue lands",
                _WORKDIR.value)
 

@@ -54,5 +54,13 @@ def get_config(stage: str = "lct"):
   t.batch_size = 4                  # ~1 s/step on 2 CPU cores
   t.steps = 600
 
+  d = c.data
+  d.source = "synthetic"            # scenes drawn on the fly, no download
+  d.num_scenes = 10_000             # > steps * batch_size: no scene repeats
+  d.synthetic_max_shots = 6         # more shots than slots: contiguous windows
+  d.synthetic_max_frames = 6        # longer shots than slots: frame windows
+  d.workers = 0                     # in-process: 2 cores, the step needs them
+  d.skip_bad_records = False
+
   apply_stage(c, stage, max_shots=4)
   return c

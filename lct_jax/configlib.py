@@ -15,6 +15,7 @@ REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch")
 TEXT_MODES = ("tokens", "embeddings")
 DECAYS = ("cosine", "linear", "constant")
 DTYPES = ("float32", "bfloat16", "float16")
+DATA_SOURCES = ("synthetic", "tfds_synthetic", "scene_folder")
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -91,6 +92,29 @@ def base_config() -> ml_collections.ConfigDict:
   t.stage = "lct"                 # text_rope | lct | causal (for the record)
   t.init_from = ""                # checkpoint to initialise params from
 
+  # --- data: the grain input pipeline (DESIGN.md section 7) ---------------
+  d = c.data = ml_collections.ConfigDict()
+  d.source = "synthetic"          # synthetic: drawn on the fly, no files;
+                                  # tfds_synthetic: the same scenes written
+                                  # once as a TFDS array_record dataset under
+                                  # data.dir; scene_folder: a dataset built by
+                                  # `python data/build.py folder` in data.dir
+  d.dir = "data/tfds"             # TFDS data directory (tfds_* / scene_folder)
+  d.split = "train"               # split to read (tfds_synthetic/scene_folder)
+  d.num_validation_scenes = 16    # tfds_synthetic: validation split size
+  d.folder_kind = "pixels"        # scene_folder: pixels | latents
+  d.num_scenes = 1000             # synthetic: scenes in the pool (one epoch)
+  d.synthetic_seed = 0            # synthetic: scene i = generate_scene(seed+i)
+  d.synthetic_max_shots = 0       # synthetic: shots per scene; 0 = max_shots
+  d.synthetic_max_frames = 0      # synthetic: frames per shot; 0 = frames
+  d.seed = 0                      # shuffle order and shot/frame windows
+  d.shuffle = True                # reshuffle the scenes every epoch
+  d.num_epochs = 0                # 0 = repeat forever
+  d.workers = 0                   # grain worker processes; 0 = in-process
+  d.read_threads = 2              # threads per process reading + transforming
+  d.prefetch = 8                  # examples buffered per process (and worker)
+  d.skip_bad_records = False      # False: a bad record raises naming it
+
   # --- mesh: ('data', 'fsdp', 'context', 'tensor'); -1 = all remaining ------
   me = c.mesh = ml_collections.ConfigDict()
   me.data = -1
@@ -133,6 +157,15 @@ def validate(c: ml_collections.ConfigDict) -> None:
   if c.train.batch_size % c.train.grad_accum:
     raise ValueError(f"train.batch_size={c.train.batch_size} is not divisible "
                      f"by train.grad_accum={c.train.grad_accum}")
+  d = c.data
+  choice("data.source", d.source, DATA_SOURCES)
+  for name in ("num_scenes", "prefetch"):
+    if d[name] < 1:
+      raise ValueError(f"data.{name}={d[name]} must be >= 1")
+  for name in ("workers", "read_threads", "num_epochs", "synthetic_max_shots",
+               "synthetic_max_frames"):
+    if d[name] < 0:
+      raise ValueError(f"data.{name}={d[name]} must be >= 0")
   # Geometry checks (grid divisible by the patch size, positive sizes).
   from lct_jax.layout import SceneGeometry  # pylint: disable=g-import-not-at-top
   SceneGeometry.from_config(c)
