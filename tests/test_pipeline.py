@@ -194,6 +194,28 @@ def test_bad_records_are_skipped_and_counted():
   assert fresh.bad_record_count() == 3
 
 
+class RaisingSource(CorruptSource):
+  """Records that fail while being *read* (as a TFDS source's do when they
+  do not decode or validate), not in the pipeline's own transform."""
+
+  def __getitem__(self, i):
+    if i in self.bad:
+      raise records.BadRecordError(f"tfds:train[{i}]", "cannot decode record")
+    return self.base[i]
+
+
+def test_records_failing_at_read_time_are_skipped_or_named():
+  c = demo_config(shuffle=False, num_epochs=1, skip_bad_records=True)
+  c.train.batch_size = 3
+  it = pipeline.make_pipeline(c, RaisingSource(12, BAD))
+  ids = [sid for _ in it for sid in it.last_info["scene_id"]]
+  assert ids == [f"synthetic-{i:08d}" for i in range(12) if i not in BAD]
+  assert it.bad_record_count() == 3
+  c.data.skip_bad_records = False
+  with pytest.raises(records.BadRecordError, match=r"tfds:train\[1\]"):
+    take(pipeline.make_pipeline(c, RaisingSource(12, BAD)), 4)
+
+
 class AllBadSource:
   """Every record is the same truncated scene (cheap: no rendering)."""
 

@@ -15,8 +15,8 @@ Why this order:
   batches are disjoint and together are exactly stream elements
   [b * B, (b + 1) * B), the global batch a single process would see
   (with no bad records skipped; skipping shifts each process's own stream).
-- Bad records travel as markers to the last stage, which runs in the main
-  process: raising and counting behave the same with worker processes, and
+- Bad records (failing when read from the source or in the transform)
+  travel as markers to the last stage, which runs in the main process: raising and counting behave the same with worker processes, and
   the count is part of the iterator state (saved and restored with it).
   Worker processes take interleaved slices that grain reads back round-robin,
   so with no filtering before the last stage the order, and thus every
@@ -50,6 +50,27 @@ class _ToExample(grain.transforms.RandomMap):
 
   def random_map(self, record, rng: np.random.Generator):
     return transform.record_to_example(record, rng, self.spec)
+
+
+class _MarkBadReads:
+  """Source wrapper: a record that fails while being read (a TFDS record that
+  does not decode or validate) becomes a bad-record marker, so read-time and
+  transform-time failures share one raise-or-skip path (`SceneIterator`)."""
+
+  def __init__(self, source):
+    self._source = source
+
+  def __len__(self) -> int:
+    return len(self._source)
+
+  def __getitem__(self, index):
+    try:
+      return self._source[index]
+    except records.BadRecordError as e:
+      return transform.bad_marker(e)
+
+  def __repr__(self) -> str:
+    return repr(self._source)
 
 
 class SceneIterator(grain.DatasetIterator):
@@ -174,7 +195,7 @@ def make_dataset(config, source=None, *, process_index: int | None = None,
   source = source_from_config(config) if source is None else source
   if len(source) < 1:
     raise ValueError(f"empty source {source!r}")
-  ds = grain.MapDataset.source(source).seed(d.seed)
+  ds = grain.MapDataset.source(_MarkBadReads(source)).seed(d.seed)
   if d.shuffle:
     ds = ds.shuffle()
   ds = ds.repeat(d.num_epochs or None)

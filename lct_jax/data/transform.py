@@ -75,17 +75,27 @@ def _check_video(record: dict, spec: ExampleSpec) -> None:
         f"{spec.channels}")
 
 
+def bad_marker(error: records.BadRecordError) -> dict:
+  """The marker that stands in for a bad record down the pipeline."""
+  # The problem without the "bad scene record 'id': " prefix, so that the
+  # consumer can re-raise it as a BadRecordError of its own.
+  problem = str(error).partition(f"{error.scene_id!r}: ")[2] or str(error)
+  return {BAD_ID: str(error.scene_id), BAD_PROBLEM: problem}
+
+
 def record_to_example(record: dict, rng: np.random.Generator,
                       spec: ExampleSpec) -> dict:
-  """-> example dict (batch keys + INFO_KEYS), or a bad-record marker."""
+  """-> example dict (batch keys + INFO_KEYS), or a bad-record marker.
+
+  A marker coming in (the record failed while being read) passes through.
+  """
+  if BAD_ID in record:
+    return record
   try:
     record = records.validate_record(record)
     _check_video(record, spec)
   except records.BadRecordError as e:
-    # The problem without the "bad scene record 'id': " prefix, so that the
-    # consumer can re-raise it as a BadRecordError of its own.
-    problem = str(e).partition(f"{e.scene_id!r}: ")[2] or str(e)
-    return {BAD_ID: str(e.scene_id), BAD_PROBLEM: problem}
+    return bad_marker(e)
   N, F, L = spec.max_shots, spec.frames, spec.max_text_len
   shots = records.split_shots(record)
   n_total = len(shots)
