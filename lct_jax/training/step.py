@@ -101,22 +101,25 @@ def compute_grads(params, batch: dict, keys_B: jax.Array, *, graphdef, config):
 
 
 def train_step(state: TrainState, batch: dict, rng: jax.Array, *, graphdef,
-               config) -> tuple[TrainState, dict]:
-  """The pure step; `make_train_step` jits it."""
+               config, tx: optax.GradientTransformation,
+               schedule: optax.Schedule) -> tuple[TrainState, dict]:
+  """The pure step; `make_train_step` jits it.
+
+  `tx` must be the transformation `state.opt_state` was made with, and
+  `schedule` its learning-rate schedule (reported as `lr`).
+  """
   keys_B = jax.random.split(rng, batch["latents"].shape[0])
   loss_sum, count, grads = compute_grads(state.params, batch, keys_B,
                                          graphdef=graphdef, config=config)
   denom = jnp.maximum(count, 1.0)
   grads = jax.tree.map(lambda g: g / denom, grads)
-  tx = make_optimizer(config.optim, config.train.steps)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   decay = config.optim.ema_decay
   ema = jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p,
                      state.ema_params, params)
-  lr = make_schedule(config.optim, config.train.steps)(state.step)
   metrics = dict(loss=loss_sum / denom, grad_norm=optax.tree.norm(grads),
-                 lr=lr, shots=count)
+                 lr=schedule(state.step), shots=count)
   new_state = TrainState(step=state.step + 1, params=params,
                          opt_state=opt_state, ema_params=ema)
   return new_state, metrics
@@ -128,7 +131,11 @@ class TrainStep:
   def __init__(self, graphdef, config, *, donate: bool = True):
     configlib.validate(config)
     self.config = config
-    fn = functools.partial(train_step, graphdef=graphdef, config=config)
+    # Built once here, not per trace; the same as create_train_state's.
+    schedule = make_schedule(config.optim, config.train.steps)
+    tx = make_optimizer(config.optim, config.train.steps)
+    fn = functools.partial(train_step, graphdef=graphdef, config=config,
+                           tx=tx, schedule=schedule)
     self._jitted = jax.jit(fn, donate_argnums=(0,) if donate else ())
 
   def validate(self, batch: dict) -> None:
