@@ -114,6 +114,12 @@ def base_config() -> ml_collections.ConfigDict:
   d.read_threads = 2              # threads per process reading + transforming
   d.prefetch = 8                  # examples buffered per process (and worker)
   d.skip_bad_records = False      # False: a bad record raises naming it
+  d.p_frame = 0.0                 # pipeline frame substitution (pixels,
+                                  # before any VAE); use this or flow.p_frame
+  d.buckets = ()                  # aspect-ratio buckets: latent grids (h, w)
+                                  # within 10% of scene.height*scene.width,
+                                  # e.g. ((8, 8), (6, 10), (10, 6)); () = off:
+                                  # every scene must have the config grid
 
   # --- mesh: ('data', 'fsdp', 'context', 'tensor'); -1 = all remaining ------
   me = c.mesh = ml_collections.ConfigDict()
@@ -166,9 +172,25 @@ def validate(c: ml_collections.ConfigDict) -> None:
                "synthetic_max_frames"):
     if d[name] < 0:
       raise ValueError(f"data.{name}={d[name]} must be >= 0")
+  if not 0.0 <= d.p_frame <= 1.0:
+    raise ValueError(f"data.p_frame={d.p_frame} must be in [0, 1]")
+  if d.p_frame > 0 and c.flow.p_frame > 0:
+    raise ValueError(f"data.p_frame={d.p_frame} and flow.p_frame="
+                     f"{c.flow.p_frame} would substitute frames twice; set "
+                     "one of them to 0")
+  from lct_jax.data import buckets  # pylint: disable=g-import-not-at-top
+  buckets.validate_buckets(c)
   # Geometry checks (grid divisible by the patch size, positive sizes).
   from lct_jax.layout import SceneGeometry  # pylint: disable=g-import-not-at-top
   SceneGeometry.from_config(c)
+
+
+def with_grid(c: ml_collections.ConfigDict, height: int, width: int
+              ) -> ml_collections.ConfigDict:
+  """A copy of the config whose scene grid is (height, width): a bucket's."""
+  out = ml_collections.ConfigDict(c.to_dict())
+  out.scene.height, out.scene.width = int(height), int(width)
+  return out
 
 
 def load(spec: str) -> ml_collections.ConfigDict:

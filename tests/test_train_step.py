@@ -121,7 +121,7 @@ def test_bad_batches_fail_before_tracing():
   for bad, msg in cases:
     with pytest.raises(ValueError, match=msg):
       step(state, bad, jax.random.key(0))
-  assert step._jitted._cache_size() == 0   # nothing was traced
+  assert step.cache_size() == 0   # nothing was traced
 
 
 @pytest.mark.parametrize("edit, msg", [

@@ -26,10 +26,12 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from lct_jax.data import folder
+from lct_jax.data import records
 from lct_jax.data.records import BadRecordError
 from lct_jax.data.records import scene_to_record
 from lct_jax.data.records import validate_record
 from lct_jax.data.synthetic import generate_scene
+from lct_jax.data.text_encoder import HashedTextEncoder
 
 VALIDATION_SEED_BASE = 10**9     # validation seeds never meet train seeds
 FILE_FORMAT = "array_record"     # random access, and readable without TF
@@ -52,8 +54,26 @@ def scene_features(kind: str = "pixels") -> tfds.features.FeaturesDict:
       "shot_num_frames": tfds.features.Tensor(shape=(None,), dtype=np.int32),
       "has_cut": tfds.features.Tensor(shape=(None,), dtype=np.bool_),
       "factors_json": tfds.features.Text(),
+      # Optional text embeddings (records.py); size 0 when a record has none.
+      records.EMBEDDING_LEN: tfds.features.Tensor(shape=(None,),
+                                                  dtype=np.int32),
+      records.EMBEDDINGS: tfds.features.Tensor(
+          shape=(None, None), dtype=np.float16, encoding="zlib"),
+      records.POOLED: tfds.features.Tensor(
+          shape=(None, None), dtype=np.float16, encoding="zlib"),
       **video,
   })
+
+
+def to_features(record: dict) -> dict:
+  """A validated record -> the builder's feature dict (fills absent fields)."""
+  out = dict(record)
+  out.setdefault(records.EMBEDDING_LEN, np.zeros((0,), np.int32))
+  out.setdefault(records.EMBEDDINGS, np.zeros((0, 0), np.float16))
+  out.setdefault(records.POOLED, np.zeros((0, 0), np.float16))
+  out[records.EMBEDDINGS] = np.asarray(out[records.EMBEDDINGS], np.float16)
+  out[records.POOLED] = np.asarray(out[records.POOLED], np.float16)
+  return out
 
 
 class _ArrayRecordBuilder(tfds.core.GeneratorBasedBuilder):
@@ -80,7 +100,18 @@ class _ArrayRecordBuilder(tfds.core.GeneratorBasedBuilder):
         builder=self, description=description, features=scene_features(kind),
         disable_shuffling=True,
         # Saved with the dataset, so a later reader still sees the count.
-        metadata=tfds.core.MetadataDict(skipped={}))
+        # Saved with the dataset: skipped counts, and each split's frame
+        # sizes in record order, which aspect-ratio bucketing needs without
+        # decoding every video (`SceneSource.frame_sizes`).
+        metadata=tfds.core.MetadataDict(skipped={}, frame_sizes={}))
+
+  def _emit(self, split: str, key, record: dict):
+    """(key, features) of a record, noting its frame size for the split."""
+    video = record["frames"] if "frames" in record else record["latents"]
+    sizes = self.info.metadata.setdefault("frame_sizes", {})
+    sizes.setdefault(split, []).append([int(video.shape[1]),
+                                        int(video.shape[2])])
+    return key, to_features(record)
 
   def _guard(self, split: str, key, make_record):
     """make_record() or, when skipping, None after counting the failure."""
@@ -103,26 +134,33 @@ class SyntheticConfig(tfds.core.BuilderConfig):
   max_shots: int = 4
   max_frames: int = 4
   size: int = 32
+  text_embed_dim: int = 0
+  pooled_dim: int = 0
 
 
 def synthetic_config(num_train: int = 64, num_validation: int = 16, *,
                      max_shots: int = 4, max_frames: int = 4,
-                     size: int = 32) -> SyntheticConfig:
+                     size: int = 32, text_embed_dim: int = 0,
+                     pooled_dim: int = 0) -> SyntheticConfig:
   """A config named after its arguments: different sizes never share files."""
   if not 0 < num_train <= VALIDATION_SEED_BASE or num_validation < 0:
     raise ValueError(f"need 0 < num_train <= {VALIDATION_SEED_BASE} and "
                      f"num_validation >= 0; got {num_train}, {num_validation}")
   name = (f"t{num_train}_v{num_validation}_shots{max_shots}"
           f"_frames{max_frames}_size{size}")
+  if text_embed_dim:
+    name += f"_emb{text_embed_dim}p{pooled_dim}"
   return SyntheticConfig(name=name, num_train=num_train,
                          num_validation=num_validation, max_shots=max_shots,
-                         max_frames=max_frames, size=size)
+                         max_frames=max_frames, size=size,
+                         text_embed_dim=text_embed_dim, pooled_dim=pooled_dim)
 
 
 class SyntheticScenes(_ArrayRecordBuilder):
   """Procedural multi-shot scenes (`synthetic.py`), pixels + true factors."""
 
-  VERSION = tfds.core.Version("1.0.0")
+  VERSION = tfds.core.Version("1.1.0")
+  RELEASE_NOTES = {"1.1.0": "optional prompt embeddings; frame sizes"}
   BUILDER_CONFIGS = [synthetic_config()]
 
   def _info(self):
@@ -140,10 +178,14 @@ class SyntheticScenes(_ArrayRecordBuilder):
 
   def _generate_examples(self, split, first_seed, count):
     cfg = self.builder_config
+    encoder = (HashedTextEncoder(cfg.text_embed_dim, cfg.pooled_dim)
+               if cfg.text_embed_dim else None)
     for i in range(count):
-      yield i, scene_to_record(generate_scene(
+      record = scene_to_record(generate_scene(
           first_seed + i, max_shots=cfg.max_shots, max_frames=cfg.max_frames,
           size=cfg.size))
+      yield self._emit(split, i, encoder.embed_record(record) if encoder
+                       else record)
 
 
 def split_seed(split: str, index: int) -> int:
@@ -159,7 +201,8 @@ class SceneFolder(_ArrayRecordBuilder):
   the source path, identifies the built dataset.
   """
 
-  VERSION = tfds.core.Version("1.0.0")
+  VERSION = tfds.core.Version("1.1.0")
+  RELEASE_NOTES = {"1.1.0": "optional prompt embeddings; frame sizes"}
   BUILDER_CONFIGS = [
       tfds.core.BuilderConfig(name="pixels", description="videos, uint8"),
       tfds.core.BuilderConfig(name="latents", description=".npy, float16"),
@@ -197,7 +240,7 @@ class SceneFolder(_ArrayRecordBuilder):
           folder.read_scene(self.src, s, kind)))
       if record is not None:
         # Integer keys keep sorted-id order (disable_shuffling sorts keys).
-        yield i, record
+        yield self._emit(split, i, record)
 
 
 def build_synthetic(data_dir: str, num_train: int, num_validation: int,
@@ -242,9 +285,17 @@ class SceneSource:
   skip and count.
   """
 
-  def __init__(self, source, name: str):
+  def __init__(self, source, name: str, frame_sizes=None):
     self._source = source
     self._name = name
+    self._frame_sizes = frame_sizes
+
+  def frame_sizes(self) -> list[tuple[int, int]]:
+    """(H, W) of each record's frames, from the dataset's metadata."""
+    if self._frame_sizes is None or len(self._frame_sizes) != len(self):
+      raise ValueError(f"{self._name}: the dataset stores no frame sizes "
+                       "(built before version 1.1.0?); rebuild it")
+    return [tuple(s) for s in self._frame_sizes]
 
   def __len__(self) -> int:
     return len(self._source)
@@ -268,5 +319,7 @@ class SceneSource:
 
 def open_split(builder, split: str) -> SceneSource:
   """The split's validated, text-normalised records, by index."""
+  sizes = builder.info.metadata.get("frame_sizes", {}).get(split)
   return SceneSource(builder.as_data_source(split),
-                     f"{builder.name}/{builder.builder_config.name}:{split}")
+                     f"{builder.name}/{builder.builder_config.name}:{split}",
+                     sizes)

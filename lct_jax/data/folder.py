@@ -7,6 +7,10 @@ Folder format (documented with an example in `data/README.md`):
                  or {"prompt": str, "has_cut": bool (optional),
                      "latents": "a.npy"}, ...]}
   <src>/<scene_id>/<the files the shots name>
+Optional precomputed text embeddings (for `model.text_mode='embeddings'`):
+"global_prompt_embedding" / per shot "prompt_embedding" name `.npy` files
+[L, D], and "global_prompt_pooled" / "prompt_pooled" `.npy` vectors [P];
+either every group (global and all shots) has one or none does.
 All shots of a scene are the same kind: "pixels" (videos, decoded with PyAV
 to uint8 RGB [F, H, W, 3]) or "latents" (.npy, float16 [F, h, w, C]), and
 share H, W (C). `has_cut` defaults to "the prompt starts with [SHOT CUT]".
@@ -22,6 +26,10 @@ import av
 import numpy as np
 
 from lct_jax.data.records import BadRecordError
+from lct_jax.data.records import add_embeddings
+from lct_jax.data.records import EMBEDDINGS
+from lct_jax.data.records import POOLED
+from lct_jax.data.records import split_embeddings
 from lct_jax.data.records import split_shots
 from lct_jax.data.records import validate_record
 from lct_jax.data.synthetic import SHOT_CUT
@@ -55,14 +63,19 @@ def read_video(path: str) -> np.ndarray:
   return np.stack(frames)
 
 
-def _read_latents(path: str) -> np.ndarray:
+def _read_npy(path: str, ndim: int, what: str) -> np.ndarray:
   # allow_pickle=False: a scene folder is untrusted input.
   x = np.load(path, allow_pickle=False)
-  if x.ndim != 4:
-    raise ValueError(f"latents must be [F, h, w, C], got shape {x.shape}")
+  if x.ndim != ndim:
+    raise ValueError(f"{what} must have {ndim} dimensions, got shape "
+                     f"{x.shape}")
   if not np.issubdtype(x.dtype, np.floating):
-    raise ValueError(f"latents must be floating point, got {x.dtype}")
+    raise ValueError(f"{what} must be floating point, got {x.dtype}")
   return x.astype(np.float16)
+
+
+def _read_latents(path: str) -> np.ndarray:
+  return _read_npy(path, 4, "latents [F, h, w, C]")
 
 
 def _load_json(scene_id: str, scene_dir: str) -> dict:
@@ -101,19 +114,59 @@ def _has_cut(scene_id: str, k: int, shot: dict) -> bool:
   return value
 
 
-def _read_shot(scene_id: str, scene_dir: str, k: int, kind: str,
-               name) -> np.ndarray:
+def _read_file(scene_id: str, scene_dir: str, where: str, name, read):
   if not isinstance(name, str) or os.path.isabs(name) or ".." in name:
     # Keep reads inside the scene's own folder.
-    raise BadRecordError(scene_id, f"shot {k}: bad file name {name!r}")
+    raise BadRecordError(scene_id, f"{where}: bad file name {name!r}")
   path = os.path.join(scene_dir, name)
   if not os.path.isfile(path):
-    raise BadRecordError(scene_id, f"shot {k}: missing file {name}")
+    raise BadRecordError(scene_id, f"{where}: missing file {name}")
   try:
-    return read_video(path) if kind == "pixels" else _read_latents(path)
+    return read(path)
   except Exception as e:  # Any decoder failure means a corrupt file.
-    raise BadRecordError(scene_id, f"shot {k}: cannot read {name} "
+    raise BadRecordError(scene_id, f"{where}: cannot read {name} "
                          f"({type(e).__name__}: {e})") from e
+
+
+def _read_shot(scene_id: str, scene_dir: str, k: int, kind: str,
+               name) -> np.ndarray:
+  return _read_file(scene_id, scene_dir, f"shot {k}", name,
+                    read_video if kind == "pixels" else _read_latents)
+
+
+EMBEDDING_KEYS = (("global_prompt_embedding", "prompt_embedding"),
+                  ("global_prompt_pooled", "prompt_pooled"))
+
+
+def _read_embeddings(scene_id: str, scene_dir: str, meta: dict) -> dict:
+  """The optional embedding fields of the record (empty dict when none)."""
+  out = {}
+  for (global_key, shot_key), ndim, field in zip(
+      EMBEDDING_KEYS, (2, 1), ("embeddings", "pooled")):
+    holders = [meta] + meta["shots"]
+    keys = [global_key] + [shot_key] * len(meta["shots"])
+    have = [key in h for h, key in zip(holders, keys)]
+    if not any(have):
+      continue
+    if not all(have):
+      raise BadRecordError(scene_id, f"'{global_key}' / '{shot_key}' must be "
+                           "given for the global prompt and every shot, or "
+                           "for none")
+    arrays = [_read_file(
+        scene_id, scene_dir, "global prompt" if g == 0 else f"shot {g - 1}",
+        h[key], lambda p: _read_npy(p, ndim, f"prompt {field}"))
+              for g, (h, key) in enumerate(zip(holders, keys))]
+    if len({a.shape[-1] for a in arrays}) != 1:
+      raise BadRecordError(scene_id, f"prompt {field} widths differ: "
+                           f"{[a.shape[-1] for a in arrays]}")
+    out[field] = arrays
+  if "pooled" in out and "embeddings" not in out:
+    raise BadRecordError(scene_id, "pooled prompt vectors need prompt "
+                         "embeddings too")
+  if not out:
+    return {}
+  return add_embeddings({}, out["embeddings"],
+                        np.stack(out["pooled"]) if "pooled" in out else None)
 
 
 def read_scene(src: str, scene_id: str, kind: str | None = None) -> dict:
@@ -159,6 +212,7 @@ def read_scene(src: str, scene_id: str, kind: str | None = None) -> dict:
       "has_cut": np.array(cuts, bool),
       field: np.concatenate(videos, axis=0),
       "factors_json": json.dumps(meta["factors"]) if "factors" in meta else "",
+      **_read_embeddings(scene_id, scene_dir, meta),
   })
 
 
@@ -206,6 +260,19 @@ def write_scene(src: str, record: dict) -> str:
     shots.append({"prompt": prompt, "has_cut": bool(cut),
                   KINDS["pixels" if pixels else "latents"]: name})
   meta = {"global_prompt": record["global_prompt"], "shots": shots}
+  if EMBEDDINGS in record:
+    holders = [meta] + shots
+    pooled = record.get(POOLED)
+    for g, emb in enumerate(split_embeddings(record)):
+      prefix = "global" if g == 0 else f"shot_{g:02d}"
+      key_e, key_p = EMBEDDING_KEYS[0][g > 0], EMBEDDING_KEYS[1][g > 0]
+      holders[g][key_e] = f"{prefix}_text.npy"
+      np.save(os.path.join(scene_dir, holders[g][key_e]),
+              emb.astype(np.float16))
+      if pooled is not None:
+        holders[g][key_p] = f"{prefix}_pooled.npy"
+        np.save(os.path.join(scene_dir, holders[g][key_p]),
+                np.asarray(pooled[g], np.float16))
   if record["factors_json"]:
     meta["factors"] = json.loads(record["factors_json"])
   with open(os.path.join(scene_dir, SCENE_JSON), "w", encoding="utf-8") as f:

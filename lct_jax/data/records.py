@@ -11,6 +11,14 @@ variable-shape sequences; shots are concatenated along the frame axis):
   latents           float16 [sum F, h, w, C]  precomputed latents (one of the two)
   factors_json      str                    per-shot ground truth (JSON list of
                                            dicts), "" when unknown
+Optional precomputed text embeddings (for `model.text_mode='embeddings'`),
+per group g = 0 (global prompt), 1..N (shots), concatenated like the video:
+  prompt_embedding_len  int32 [N + 1]           rows of each group (>= 0)
+  prompt_embeddings     float16 [sum L_g, D]    the groups' token embeddings
+  prompt_pooled         float16 [N + 1, P]      pooled vectors (optional)
+A record without them stores `prompt_embedding_len` of size 0 (TFDS keeps
+one feature spec for all records); `validate_record` then drops the three
+keys, so "has embeddings" is `EMBEDDINGS in record`.
 `validate_record` raises `BadRecordError` naming the scene id and the field.
 """
 from __future__ import annotations
@@ -23,6 +31,8 @@ from lct_jax.data.synthetic import Scene
 
 REQUIRED = ("scene_id", "global_prompt", "shot_prompts", "shot_num_frames",
             "has_cut")
+EMBEDDINGS, EMBEDDING_LEN, POOLED = ("prompt_embeddings", "prompt_embedding_len",
+                                     "prompt_pooled")
 
 
 class BadRecordError(ValueError):
@@ -88,11 +98,57 @@ def validate_record(record: dict) -> dict:
     raise BadRecordError(scene_id, f"frames must be uint8 RGB, got "
                          f"{video.dtype} with {video.shape[-1]} channels")
   out = dict(record)
+  _validate_embeddings(scene_id, out, nf.size)
   out.update(scene_id=scene_id, global_prompt=_text(record["global_prompt"]),
              shot_prompts=prompts, shot_num_frames=nf.astype(np.int32),
              has_cut=has_cut.astype(bool),
              factors_json=_text(record.get("factors_json", "")))
   return out
+
+
+def _validate_embeddings(scene_id, out: dict, num_shots: int) -> None:
+  """Checks the optional embedding fields in place; drops empty ones."""
+  lens = np.asarray(out.get(EMBEDDING_LEN, np.zeros((0,), np.int32)))
+  if lens.size == 0:
+    for key in (EMBEDDINGS, EMBEDDING_LEN, POOLED):
+      out.pop(key, None)
+    return
+  if lens.shape != (num_shots + 1,) or np.any(lens < 0):
+    raise BadRecordError(scene_id, f"{EMBEDDING_LEN} must hold N + 1 = "
+                         f"{num_shots + 1} lengths >= 0 (global prompt, then "
+                         f"each shot), got {lens.tolist()}")
+  emb = np.asarray(out.get(EMBEDDINGS))
+  if emb.ndim != 2 or emb.shape[0] != int(lens.sum()):
+    raise BadRecordError(scene_id, f"{EMBEDDINGS} must be [sum of "
+                         f"{EMBEDDING_LEN} = {int(lens.sum())}, D], got shape "
+                         f"{emb.shape} (truncated or corrupt record?)")
+  if not np.issubdtype(emb.dtype, np.floating):
+    raise BadRecordError(scene_id, f"{EMBEDDINGS} must be floating point, "
+                         f"got {emb.dtype}")
+  pooled = np.asarray(out.get(POOLED, np.zeros((0, 0), np.float16)))
+  if pooled.size == 0:
+    out.pop(POOLED, None)
+  elif pooled.ndim != 2 or pooled.shape[0] != num_shots + 1:
+    raise BadRecordError(scene_id, f"{POOLED} must be [N + 1 = "
+                         f"{num_shots + 1}, P], got shape {pooled.shape}")
+  out[EMBEDDING_LEN] = lens.astype(np.int32)
+
+
+def add_embeddings(record: dict, group_embeddings: list[np.ndarray],
+                   pooled_GxP: np.ndarray | None = None) -> dict:
+  """A copy of `record` with per-group embeddings [L_g, D] (g = 0..N)."""
+  out = dict(record)
+  out[EMBEDDING_LEN] = np.array([len(e) for e in group_embeddings], np.int32)
+  out[EMBEDDINGS] = np.concatenate(group_embeddings, 0).astype(np.float16)
+  if pooled_GxP is not None:
+    out[POOLED] = np.asarray(pooled_GxP, np.float16)
+  return out
+
+
+def split_embeddings(record: dict) -> list[np.ndarray]:
+  """The record's prompt embeddings as one [L_g, D] array per group."""
+  bounds = np.cumsum(record[EMBEDDING_LEN])[:-1]
+  return np.split(np.asarray(record[EMBEDDINGS]), bounds, axis=0)
 
 
 def split_shots(record: dict) -> list[np.ndarray]:

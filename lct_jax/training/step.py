@@ -21,9 +21,10 @@ from flax import nnx
 
 from lct_jax import batch as batch_lib
 from lct_jax import configlib
+from lct_jax.data import buckets
 from lct_jax.diffusion import augment, flow
 from lct_jax.training.optim import make_optimizer, make_schedule
-from lct_jax.training.state import TrainState
+from lct_jax.training.state import TrainState, abstract_model
 
 
 def cast_floats(tree, dtype):
@@ -126,32 +127,60 @@ def train_step(state: TrainState, batch: dict, rng: jax.Array, *, graphdef,
 
 
 class TrainStep:
-  """The jitted step behind a pre-trace check of config and batch shapes."""
+  """The jitted step behind a pre-trace check of config and batch shapes.
+
+  With aspect-ratio buckets (`data.buckets`) a batch may come on any bucket's
+  grid: the step keeps one jitted function per grid, each with the model
+  (graphdef) and config of that grid; the parameters are the same for all.
+  """
 
   def __init__(self, graphdef, config, *, donate: bool = True):
     configlib.validate(config)
     self.config = config
+    self._donate = donate
     # Built once here, not per trace; the same as create_train_state's.
-    schedule = make_schedule(config.optim, config.train.steps)
-    tx = make_optimizer(config.optim, config.train.steps)
+    self._schedule = make_schedule(config.optim, config.train.steps)
+    self._tx = make_optimizer(config.optim, config.train.steps)
+    self._grids = buckets.config_grids(config)
+    self._steps = {}      # grid -> (config of the grid, jitted step)
+    self._steps[(config.scene.height, config.scene.width)] = (
+        config, self._jit(graphdef, config))
+
+  def _jit(self, graphdef, config):
     fn = functools.partial(train_step, graphdef=graphdef, config=config,
-                           tx=tx, schedule=schedule)
-    self._jitted = jax.jit(fn, donate_argnums=(0,) if donate else ())
+                           tx=self._tx, schedule=self._schedule)
+    return jax.jit(fn, donate_argnums=(0,) if self._donate else ())
+
+  def _for(self, batch: dict):
+    """(config, jitted step) for the batch's grid; checks the batch."""
+    lat = batch.get("latents") if isinstance(batch, dict) else None
+    grid = tuple(lat.shape[3:5]) if lat is not None and len(
+        lat.shape) == 6 else None
+    if grid in self._grids and grid not in self._steps:
+      config = configlib.with_grid(self.config, *grid)
+      graphdef, _ = abstract_model(config)
+      self._steps[grid] = (config, self._jit(graphdef, config))
+    config, jitted = self._steps.get(grid, self._steps[
+        (self.config.scene.height, self.config.scene.width)])
+    batch_lib.validate_batch(batch, config)
+    B = batch["latents"].shape[0]
+    if B % config.train.grad_accum:
+      raise ValueError(f"batch size {B} is not divisible by "
+                       f"train.grad_accum={config.train.grad_accum}")
+    return config, jitted
 
   def validate(self, batch: dict) -> None:
-    batch_lib.validate_batch(batch, self.config)
-    B = batch["latents"].shape[0]
-    if B % self.config.train.grad_accum:
-      raise ValueError(f"batch size {B} is not divisible by "
-                       f"train.grad_accum={self.config.train.grad_accum}")
+    self._for(batch)
+
+  def cache_size(self) -> int:
+    """Compiled traces over all grids (0 until a batch was accepted)."""
+    return sum(jitted._cache_size() for _, jitted in self._steps.values())  # pylint: disable=protected-access
 
   def lower(self, state, batch, rng):
-    self.validate(batch)
-    return self._jitted.lower(state, batch, rng)
+    return self._for(batch)[1].lower(state, batch, rng)
 
   def __call__(self, state, batch, rng):
-    self.validate(batch)
-    return self._jitted(state, batch, rng)
+    return self._for(batch)[1](state, batch, rng)
 
 
 def make_train_step(graphdef, config, *, donate: bool = True) -> TrainStep:
