@@ -1,38 +1,44 @@
-r"""Trains an LCT model.
+r"""Trains an LCT model: the README's main command.
 
   python train.py --config configs/demo.py --workdir runs/demo
-  python train.py --config configs/demo.py:causal --config.optim.lr=1e-4
+  python train.py --config configs/demo.py:causal --workdir runs/demo_causal \
+      --config.train.init_from=runs/demo
+  python train.py --config configs/lct_3b.py --dry_run
 
-PARTIAL (until the training-loop issue lands): this trains on the scenes of
-`data.source` (by default the built-in synthetic scenes, drawn on the fly)
-through the grain pipeline and the real jitted step, and logs the loss; it
-saves nothing yet. Checkpoints, exact resume, preemption and TensorBoard
-come with the loop issue.
+Any config field can be overridden (`--config.optim.lr=1e-4`); an unknown
+field is an error naming it. Rerunning the same command resumes from the
+newest good checkpoint in --workdir (exactly: same batches, same numbers).
+SIGTERM saves a checkpoint and exits cleanly. TensorBoard:
+`tensorboard --logdir <workdir>/tb`.
 """
-import time
+import signal
+import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-import jax
-
 from lct_jax import configlib
-from lct_jax.data import pipeline
-from lct_jax.layout import SceneGeometry
-from lct_jax.training import (abstract_model, count_params, create_train_state,
-                              init_model, make_train_step)
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/demo.py",
                                           "Config file (`path[:stage]`).")
-_WORKDIR = flags.DEFINE_string("workdir", "runs/demo", "Work directory.")
-_LOG_EVERY = flags.DEFINE_integer("log_every", 25, "Steps between log lines.")
+_WORKDIR = flags.DEFINE_string("workdir", "runs/demo", "Work directory: "
+                               "checkpoints, TensorBoard events, config.")
 _DRY_RUN = flags.DEFINE_bool(
     "dry_run", False, "Print parameter and token counts (abstract init: no "
     "memory allocated) and exit; works for configs/lct_3b.py on a laptop.")
+_PROGRESS = flags.DEFINE_bool("progress", True, "Show a progress bar.")
+_LOG_BATCHES = flags.DEFINE_bool(
+    "log_batches", False, "Append each step's scene ids to "
+    "<workdir>/batches-<process>.jsonl (reproducibility audits).")
+_SIGNAL_AT = flags.DEFINE_string(
+    "testing_signal_at", "", "Testing only: 'STEP:SIGNAL' (e.g. 5:KILL) sends "
+    "the signal to this process after that step.")
 
 
 def describe(config) -> None:
   """Parameter count and scene token budget, without allocating anything."""
+  from lct_jax.layout import SceneGeometry  # pylint: disable=g-import-not-at-top
+  from lct_jax.training import abstract_model, count_params  # pylint: disable=g-import-not-at-top
   geom = SceneGeometry.from_config(config)
   _, params = abstract_model(config)
   print(f"config stage={config.train.stage} "
@@ -44,41 +50,70 @@ def describe(config) -> None:
         f"{geom.num_groups} text groups x {geom.max_text_len}")
 
 
+def _signal_at(spec: str):
+  if not spec:
+    return None
+  step, _, name = spec.partition(":")
+  return int(step), getattr(signal, "SIG" + name.upper())
+
+
 def main(argv):
-  del argv
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments {argv[1:]}")
+  if not flags.FLAGS["verbosity"].present:
+    # orbax and grain log every save at INFO; -v 0 brings them back.
+    logging.set_verbosity(logging.WARNING)
   config = _CONFIG.value
   configlib.validate(config)
   if _DRY_RUN.value:
     describe(config)
     return
+  if config.train.distributed:
+    import jax  # pylint: disable=g-import-not-at-top
+    jax.distributed.initialize()   # coordinator etc. from the environment
+  from lct_jax.training import loop  # pylint: disable=g-import-not-at-top
+  result = loop.train(config, _WORKDIR.value, progress=_PROGRESS.value,
+                      log_batches=_LOG_BATCHES.value,
+                      signal_at_step=_signal_at(_SIGNAL_AT.value))
+  logging.info("finished: %s", result)
+  print(f"done: step {result.step}, loss {result.last_loss}, skipped steps "
+        f"{result.skipped}, bad records {result.bad_records}"
+        + (" (preempted)" if result.preempted else ""), flush=True)
 
-  # --- model and state ---------------------------------------------------
-  graphdef, params = init_model(config)
-  print(f"stage {config.train.stage}: {count_params(params) / 1e6:.2f}M "
-        f"parameters, mask {config.model.attention_mask}, "
-        f"{jax.device_count()} device(s)")
-  state = create_train_state(config, params)
-  step_fn = make_train_step(graphdef, config)
 
-  # --- data: grain pipeline over data.source (synthetic by default) ---------
-  batches = pipeline.make_pipeline(config)
-  rng = jax.random.key(config.seed)
+def _config_path(argv: list[str]) -> str:
+  for i, arg in enumerate(argv):
+    if arg.startswith("--config="):
+      return arg.split("=", 1)[1]
+    if arg == "--config" and i + 1 < len(argv):
+      return argv[i + 1]
+  return "configs/demo.py"
 
-  # --- loop ---------------------------------------------------------------
-  t0 = time.time()
-  for step in range(config.train.steps):
-    batch = next(batches)
-    state, metrics = step_fn(state, batch, jax.random.fold_in(rng, step))
-    if step % _LOG_EVERY.value == 0 or step == config.train.steps - 1:
-      m = {k: float(v) for k, v in metrics.items()}
-      rate = (step + 1) / (time.time() - t0)
-      print(f"step {step:5d}  loss {m['loss']:.4f}  grad_norm "
-            f"{m['grad_norm']:.3f}  lr {m['lr']:.2e}  {rate:.2f} steps/s",
-            flush=True)
-  batches.close()
-  logging.info("done; workdir %s is unused until the loop issue lands",
-               _WORKDIR.value)
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl parsing, with unknown `--config.x.y` fields named plainly."""
+  try:
+    return flags.FLAGS(argv)
+  except (AttributeError, KeyError) as e:
+    try:
+      config = configlib.load(_config_path(argv))
+    except Exception:  # pylint: disable=broad-except
+      raise e from None
+    for arg in argv[1:]:
+      if not arg.startswith("--config."):
+        continue
+      path = arg[len("--config."):].split("=", 1)[0].split(".")
+      node = config
+      for i, key in enumerate(path):
+        if not hasattr(node, "keys") or key not in node:
+          where = ".".join(path[:i]) or "the config"
+          options = ", ".join(sorted(node.keys())) if hasattr(
+              node, "keys") else "-"
+          sys.exit(f"error: unknown config field '{'.'.join(path)}' in {arg}"
+                   f" ({where} has: {options})")
+        node = node[key]
+    raise
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

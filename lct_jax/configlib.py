@@ -16,6 +16,7 @@ TEXT_MODES = ("tokens", "embeddings")
 DECAYS = ("cosine", "linear", "constant")
 DTYPES = ("float32", "bfloat16", "float16")
 DATA_SOURCES = ("synthetic", "tfds_synthetic", "scene_folder")
+ON_NONFINITE = ("skip", "stop")
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -90,7 +91,22 @@ def base_config() -> ml_collections.ConfigDict:
   t.grad_accum = 1                # microbatches per step
   t.steps = 1000
   t.stage = "lct"                 # text_rope | lct | causal (for the record)
-  t.init_from = ""                # checkpoint to initialise params from
+  t.init_from = ""                # start params from this checkpoint (a
+                                  # workdir, checkpoints dir, step dir, or a
+                                  # converted params checkpoint); new
+                                  # optimizer state. Ignored when the workdir
+                                  # already has a checkpoint (that resumes)
+  t.log_every = 25                # steps between log lines / TB scalars
+  t.checkpoint_every = 200        # steps between checkpoints (and at the end)
+  t.keep_checkpoints = 3          # newest checkpoints kept; 0 = keep all
+  t.async_checkpoints = True      # write checkpoints in the background
+  t.on_nonfinite = "skip"         # a NaN/Inf loss or gradient: the update is
+                                  # skipped either way; skip: count and go
+                                  # on; stop: raise (nothing bad is saved)
+  t.max_skipped = 100             # skip mode: this many skipped steps stop
+                                  # the run (something is broken)
+  t.distributed = False           # jax.distributed.initialize() first
+                                  # (multi-host; coordinator from the env)
 
   # --- data: the grain input pipeline (DESIGN.md section 7) ---------------
   d = c.data = ml_collections.ConfigDict()
@@ -160,6 +176,13 @@ def validate(c: ml_collections.ConfigDict) -> None:
   for p in ("p_frame", "p_text", "p_single"):
     if not 0.0 <= c.flow[p] <= 1.0:
       raise ValueError(f"flow.{p}={c.flow[p]} must be in [0, 1]")
+  choice("train.on_nonfinite", c.train.on_nonfinite, ON_NONFINITE)
+  for name in ("log_every", "checkpoint_every", "steps"):
+    if c.train[name] < 1:
+      raise ValueError(f"train.{name}={c.train[name]} must be >= 1")
+  if c.train.keep_checkpoints < 0:
+    raise ValueError(f"train.keep_checkpoints={c.train.keep_checkpoints} "
+                     "must be >= 0")
   if c.train.batch_size % c.train.grad_accum:
     raise ValueError(f"train.batch_size={c.train.batch_size} is not divisible "
                      f"by train.grad_accum={c.train.grad_accum}")

@@ -2,5 +2,5 @@
 from lct_jax.training.optim import make_optimizer, make_schedule
 from lct_jax.training.state import (TrainState, abstract_model, count_params,
                                     create_train_state, init_model)
-from lct_jax.training.step import (TrainStep, compute_grads, make_train_step,
-                                   train_step)
+from lct_jax.training.step import (TrainStep, compute_grads, grads_and_stats,
+                                   make_train_step, train_step)

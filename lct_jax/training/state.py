@@ -24,6 +24,8 @@ class TrainState:
   params: Any              # float32 parameters (nested dict)
   opt_state: Any
   ema_params: Any          # exponential moving average of params
+  skipped: jax.Array       # int32 scalar: steps whose update was skipped
+                           # because the loss or a gradient was not finite
 
 
 def init_model(config, seed: int | None = None):
@@ -49,4 +51,5 @@ def create_train_state(config, params) -> TrainState:
   tx = make_optimizer(config.optim, config.train.steps)
   return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                     opt_state=tx.init(params),
-                    ema_params=jax.tree.map(jnp.copy, params))
+                    ema_params=jax.tree.map(jnp.copy, params),
+                    skipped=jnp.zeros((), jnp.int32))

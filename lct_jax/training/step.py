@@ -8,7 +8,11 @@ Per step:
   4. forward in the compute dtype, per-shot MSE as (sum, count);
   5. gradients summed over `grad_accum` microbatches (a scan) and divided
      once by the batch's valid-shot count: equal to one full-batch step;
-  6. AdamW update (clipped), EMA.
+  6. AdamW update (clipped), EMA; if the loss or the gradient norm is not
+     finite, the update is skipped (state unchanged but for `step` and
+     `skipped`), so a NaN never reaches the parameters or a checkpoint.
+Metrics include the loss per timestep bucket (`loss_t0` .. for t in
+[0, 1/K), [1/K, 2/K) ..., K = T_BUCKETS), averaged over the batch's shots.
 """
 from __future__ import annotations
 
@@ -59,8 +63,21 @@ def prepare(config, batch: dict, keys_B: jax.Array):
   return inputs, flow.velocity_target(latents, eps), num_frames
 
 
+T_BUCKETS = 4
+
+
+def t_bucket_sums(mse_BxN, t_BxN, num_frames_BxN):
+  """(loss sum [K], shot count [K]) per timestep bucket, valid shots only."""
+  bucket_BxN = jnp.clip((t_BxN * T_BUCKETS).astype(jnp.int32), 0,
+                        T_BUCKETS - 1)
+  onehot_BxNxK = jax.nn.one_hot(bucket_BxN, T_BUCKETS) * (
+      num_frames_BxN > 0)[..., None]
+  return (jnp.einsum("bn,bnk->k", mse_BxN, onehot_BxNxK),
+          jnp.sum(onehot_BxNxK, axis=(0, 1)))
+
+
 def loss_sum_fn(params, graphdef, config, batch, keys_B):
-  """-> (sum of per-shot losses, (valid shot count, aux))."""
+  """-> (sum of per-shot losses, (valid shot count, t-bucket sums, counts))."""
   dtype = jnp.dtype(config.model.compute_dtype)
   inputs, target, num_frames = prepare(config, batch, keys_B)
   model = nnx.merge(graphdef, cast_floats(params, dtype))
@@ -68,7 +85,9 @@ def loss_sum_fn(params, graphdef, config, batch, keys_B):
                  inputs["text_len"], inputs["num_frames"],
                  pooled_BxGxP=inputs["pooled"])
   loss_sum, count = flow.shot_loss_sum(v_pred, target, num_frames)
-  return loss_sum, count
+  mse_BxN = flow.per_shot_mse(v_pred, target, num_frames)
+  return loss_sum, (count, *t_bucket_sums(mse_BxN, inputs["t_BxN"],
+                                          num_frames))
 
 
 def _microbatches(tree, k: int):
@@ -76,8 +95,9 @@ def _microbatches(tree, k: int):
                       tree)
 
 
-def compute_grads(params, batch: dict, keys_B: jax.Array, *, graphdef, config):
-  """-> (loss sum, valid shot count, gradient sum) over the whole batch.
+def grads_and_stats(params, batch: dict, keys_B: jax.Array, *, graphdef,
+                    config):
+  """-> (loss sum, valid shot count, gradient sum, (t-bucket sums, counts)).
 
   With `train.grad_accum = k` the batch is split into k microbatches that are
   run one after another (a scan), so activation memory is that of B / k.
@@ -85,19 +105,30 @@ def compute_grads(params, batch: dict, keys_B: jax.Array, *, graphdef, config):
   k = config.train.grad_accum
   grad_fn = jax.value_and_grad(loss_sum_fn, has_aux=True)
   if k == 1:
-    (loss_sum, count), grads = grad_fn(params, graphdef, config, batch, keys_B)
-    return loss_sum, count, grads
+    (loss_sum, (count, t_sum, t_count)), grads = grad_fn(
+        params, graphdef, config, batch, keys_B)
+    return loss_sum, count, grads, (t_sum, t_count)
 
   def micro(acc, xs):
     mb, keys = xs
-    (ls, c), g = grad_fn(params, graphdef, config, mb, keys)
-    acc_ls, acc_c, acc_g = acc
-    return (acc_ls + ls, acc_c + c, jax.tree.map(jnp.add, acc_g, g)), None
+    (ls, aux), g = grad_fn(params, graphdef, config, mb, keys)
+    acc_ls, acc_aux, acc_g = acc
+    return (acc_ls + ls, jax.tree.map(jnp.add, acc_aux, aux),
+            jax.tree.map(jnp.add, acc_g, g)), None
 
-  init = (jnp.zeros((), jnp.float32), jnp.zeros((), jnp.float32),
+  zeros_k = jnp.zeros((T_BUCKETS,), jnp.float32)
+  init = (jnp.zeros((), jnp.float32),
+          (jnp.zeros((), jnp.float32), zeros_k, zeros_k),
           jax.tree.map(jnp.zeros_like, params))
-  (loss_sum, count, grads), _ = jax.lax.scan(
+  (loss_sum, (count, t_sum, t_count), grads), _ = jax.lax.scan(
       micro, init, (_microbatches(batch, k), _microbatches(keys_B, k)))
+  return loss_sum, count, grads, (t_sum, t_count)
+
+
+def compute_grads(params, batch: dict, keys_B: jax.Array, *, graphdef, config):
+  """-> (loss sum, valid shot count, gradient sum) over the whole batch."""
+  loss_sum, count, grads, _ = grads_and_stats(params, batch, keys_B,
+                                              graphdef=graphdef, config=config)
   return loss_sum, count, grads
 
 
@@ -110,19 +141,30 @@ def train_step(state: TrainState, batch: dict, rng: jax.Array, *, graphdef,
   `schedule` its learning-rate schedule (reported as `lr`).
   """
   keys_B = jax.random.split(rng, batch["latents"].shape[0])
-  loss_sum, count, grads = compute_grads(state.params, batch, keys_B,
-                                         graphdef=graphdef, config=config)
+  loss_sum, count, grads, (t_sum, t_count) = grads_and_stats(
+      state.params, batch, keys_B, graphdef=graphdef, config=config)
   denom = jnp.maximum(count, 1.0)
   grads = jax.tree.map(lambda g: g / denom, grads)
+  loss, grad_norm = loss_sum / denom, optax.tree.norm(grads)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   decay = config.optim.ema_decay
   ema = jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p,
                      state.ema_params, params)
-  metrics = dict(loss=loss_sum / denom, grad_norm=optax.tree.norm(grads),
-                 lr=schedule(state.step), shots=count)
-  new_state = TrainState(step=state.step + 1, params=params,
-                         opt_state=opt_state, ema_params=ema)
+  # A non-finite loss or gradient keeps the old params, moments and EMA.
+  finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+  keep = lambda new, old: jax.tree.map(
+      lambda n, o: jnp.where(finite, n, o), new, old)
+  new_state = TrainState(
+      step=state.step + 1, params=keep(params, state.params),
+      opt_state=keep(opt_state, state.opt_state),
+      ema_params=keep(ema, state.ema_params),
+      skipped=state.skipped + (~finite).astype(jnp.int32))
+  metrics = dict(loss=loss, grad_norm=grad_norm, lr=schedule(state.step),
+                 shots=count, finite=finite)
+  for k in range(T_BUCKETS):
+    metrics[f"loss_t{k}"] = t_sum[k] / jnp.maximum(t_count[k], 1.0)
+    metrics[f"shots_t{k}"] = t_count[k]
   return new_state, metrics
 
 

@@ -1,0 +1,78 @@
+"""Where the train state lives: its shardings on a mesh, and a sharded init.
+
+Parameters and EMA follow `param_shardings` (FSDP over 'fsdp', heads / MLP
+over 'tensor'); optimizer moments mirror their parameter's sharding
+(`optax.tree_map_params`), and scalars (step, counts) are replicated. The
+state is created directly in its shardings (a jitted init with
+`out_shardings`), so no device ever holds the whole model, and the same
+shardings are the restore target of a checkpoint: a checkpoint saved under one
+mesh restores onto another.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from lct_jax.model import MMDiT
+from lct_jax.parallel.sharding import param_shardings
+from lct_jax.training.optim import make_optimizer
+from lct_jax.training.state import TrainState, create_train_state
+
+
+def abstract_state(config) -> TrainState:
+  """The train state as ShapeDtypeStructs (no memory allocated)."""
+  def make():
+    model = MMDiT(config, rngs=nnx.Rngs(0))
+    return create_train_state(config, nnx.to_pure_dict(
+        nnx.split(model, nnx.Param)[1]))
+  return jax.eval_shape(make)
+
+
+def state_shardings(config, mesh: Mesh, abstract: TrainState | None = None
+                    ) -> TrainState:
+  """NamedSharding for every leaf of the train state on `mesh`."""
+  abstract = abstract_state(config) if abstract is None else abstract
+  p_sh = param_shardings(config, abstract.params, mesh)
+  replicated = NamedSharding(mesh, P())
+  tx = make_optimizer(config.optim, config.train.steps)
+  opt_sh = optax.tree_map_params(
+      tx, lambda _, s: s, abstract.opt_state, p_sh,
+      transform_non_params=lambda _: replicated)
+  return jax.tree.map(lambda _: replicated, abstract).replace(
+      params=p_sh, ema_params=p_sh, opt_state=opt_sh)
+
+
+def init_state(config, mesh: Mesh, params=None) -> TrainState:
+  """A fresh train state, created in its shardings.
+
+  `params` (e.g. from `train.init_from`): start from these parameters (EMA
+  too) with a new optimizer state; None draws them from `config.seed`.
+  """
+  shardings = state_shardings(config, mesh)
+
+  def make(params):
+    if params is None:
+      model = MMDiT(config, rngs=nnx.Rngs(config.seed))
+      params = nnx.to_pure_dict(nnx.split(model, nnx.Param)[1])
+    return create_train_state(config, params)
+
+  with jax.set_mesh(mesh):
+    if params is not None:
+      params = jax.device_put(params, shardings.params)
+    return jax.jit(make, out_shardings=shardings)(params)
+
+
+def with_shape_dtype_shardings(abstract: TrainState,
+                               shardings: TrainState) -> TrainState:
+  """ShapeDtypeStructs carrying shardings: a checkpoint restore target."""
+  return jax.tree.map(
+      lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+      abstract, shardings)
+
+
+def zeros_like_state(abstract: TrainState) -> TrainState:
+  return jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), abstract)
