@@ -105,6 +105,19 @@ def test_unused_refiner_embedder_is_dropped_and_refilled():
   assert all(not exported[k].any() for k in extra)
 
 
+def test_base_config_keeps_its_non_architecture_fields():
+  from lct_jax import configlib, stages  # pylint: disable=g-import-not-at-top
+  base = stages.apply_stage(configlib.base_config(), "text_rope",
+                            max_shots=1)
+  base.scene.height = 16
+  c = hunyuan.config_from_diffusers(DCONF, base)
+  assert c.model.text_rope and c.scene.height == 16
+  assert c.model.depth == 2 and c.model.num_refiner_layers == 1
+  assert not hunyuan.config_from_diffusers(DCONF).model.text_rope
+  assert base.model.num_refiner_layers == 0          # base is not modified
+  assert base.model.text_mode == "tokens"
+
+
 # --- names and layout --------------------------------------------------------
 def test_names_and_layout(setup):
   config, sd = setup

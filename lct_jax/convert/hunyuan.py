@@ -56,10 +56,11 @@ def config_from_diffusers(dconf: Mapping[str, Any],
                           ) -> ml_collections.ConfigDict:
   """diffusers `config.json` (a dict) -> a full config (model fields set).
 
-  The result is the pre-trained single-shot model exactly: text given as
-  embeddings, pooled text on, `text_rope=False` (the legacy layout; the
-  `text_rope` stage turns it on). Scene, training and data fields come from
-  `base` (default `configlib.base_config()`).
+  The architecture fields come from `dconf` (text given as embeddings,
+  pooled text on, timesteps scaled by 1000 as diffusers expects); all else
+  (scene, training, data, kernels, `text_rope`) from `base`. Without `base`
+  (`configlib.base_config()`), `text_rope=False`: the result is then the
+  pre-trained single-shot model exactly (the `text_rope` stage turns it on).
   """
   class_name = dconf.get("_class_name", CLASS_NAME)
   if class_name != CLASS_NAME:
@@ -102,9 +103,10 @@ def config_from_diffusers(dconf: Mapping[str, Any],
   m.pooled_dim = d["pooled_projection_dim"]
   m.rope_theta = float(d["rope_theta"])
   m.rope_axes_dim = tuple(int(a) for a in d["rope_axes_dim"])
-  m.text_rope = False
+  if base is None:
+    m.text_rope = False         # the legacy layout diffusers implements
   m.timestep_scale = 1000.0     # diffusers takes t in [0, 1000]
-  m.zero_init = False
+  m.zero_init = False           # no meaning for loaded weights
   configlib.validate(c)
   return c
 
