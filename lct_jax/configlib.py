@@ -29,7 +29,11 @@ def base_config() -> ml_collections.ConfigDict:
   m.num_heads = 4
   m.head_dim = 32
   m.depth = 2                     # dual-stream blocks (scanned)
-  m.num_single_layers = 0         # single-stream blocks: parity issue
+  m.num_single_layers = 0         # single-stream blocks after the dual ones
+                                  # (HunyuanVideo: 40); scanned too
+  m.num_refiner_layers = 0        # HunyuanVideo text token refiner blocks
+                                  # after proj_in, per group at its own t_g
+                                  # (HunyuanVideo: 2); 0 = no refiner
   m.mlp_ratio = 4.0
   m.in_channels = 4               # latent channels
   m.out_channels = 0              # 0: same as in_channels
@@ -168,6 +172,9 @@ def validate(c: ml_collections.ConfigDict) -> None:
   choice("optim.decay", c.optim.decay, DECAYS)
   if m.depth < 1:
     raise ValueError(f"model.depth={m.depth} must be >= 1")
+  for name in ("num_single_layers", "num_refiner_layers"):
+    if m[name] < 0:
+      raise ValueError(f"model.{name}={m[name]} must be >= 0")
   if m.text_mode == "embeddings" and m.use_pooled_text and m.pooled_dim < 1:
     raise ValueError("model.pooled_dim must be set (> 0) when "
                      "model.text_mode='embeddings' and model.use_pooled_text")

@@ -34,7 +34,12 @@ def frequencies(axes_dim: Sequence[int], theta: float
   freqs, axes = [], []
   for axis, d in enumerate(axes_dim):
     exponent = np.arange(0, d, 2, dtype=np.float32)[: d // 2] / np.float32(d)
-    freqs.append(np.float32(1.0) / (np.float32(theta) ** exponent))
+    # theta ** exponent correctly rounded to float32 (computed in float64),
+    # then a float32 reciprocal: bit-identical to torch's float32 table in
+    # diffusers (numpy's float32 power is off by an ulp in some entries).
+    power = (np.float64(theta) ** exponent.astype(np.float64)).astype(
+        np.float32)
+    freqs.append(np.float32(1.0) / power)
     axes.append(np.full(d // 2, axis, np.int32))
   return (np.concatenate(freqs).astype(np.float32), np.concatenate(axes))
 
