@@ -11,6 +11,7 @@ import ml_collections
 from lct_jax.layout import rope
 
 ATTENTION_MASKS = ("bidirectional", "context_causal")
+CONTEXT_STRATEGIES = ("ring", "all_gather", "ulysses")
 REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch")
 TEXT_MODES = ("tokens", "embeddings")
 DECAYS = ("cosine", "linear", "constant")
@@ -50,6 +51,11 @@ def base_config() -> ml_collections.ConfigDict:
   m.attention_impl = "auto"       # auto | dense | blockwise
   m.block_q = 512
   m.block_kv = 512
+  # How attention runs when mesh.context > 1 (lct_jax/attention/context.py):
+  # ring (K/V passed around the context devices, memory 1/n), all_gather
+  # (K/V gathered: simplest, whole-sequence K/V per device) or ulysses
+  # (all_to_all sequence <-> heads; heads per tensor shard % context == 0).
+  m.context_strategy = "ring"
   m.remat_policy = "full"         # none | full | dots | dots_no_batch
   m.compute_dtype = "float32"     # params stay float32; activations in this
 
@@ -141,6 +147,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
     raise ValueError(f"model.{e}") from None
   choice("model.attention_mask", m.attention_mask, ATTENTION_MASKS)
   choice("model.remat_policy", m.remat_policy, REMAT_POLICIES)
+  choice("model.context_strategy", m.context_strategy, CONTEXT_STRATEGIES)
   choice("model.text_mode", m.text_mode, TEXT_MODES)
   choice("model.compute_dtype", m.compute_dtype, DTYPES)
   choice("optim.decay", c.optim.decay, DECAYS)

@@ -132,28 +132,50 @@ def tile_schedule(q_group, kv_group, block_q: int, block_kv: int,
   return _make_plan(q_group, kv_group, block_q, block_kv, causal).pairs
 
 
-def _tile_allowed(plan: _Plan, kv_valid_BxSk, q_start, kv_start):
+def _group_ids(plan: _Plan, ids):
+  """(q ids [Sq_pad], kv ids [Sk_pad]): the plan's constants, or `ids`.
+
+  Context parallelism passes ids as traced arrays when the devices' chunks
+  differ (each device slices its own); the schedule is then a union over
+  devices and `_tile_needed` skips the rest at run time.
+  """
+  if ids is None:
+    return jnp.asarray(plan.q_group_pad), jnp.asarray(plan.kv_group_pad)
+  return ids
+
+
+def _tile_allowed(plan: _Plan, ids, kv_valid_BxSk, q_start, kv_start):
   """bool, broadcastable to [B, H, bq, bk]: the mask of one tile."""
   valid_Bxbk = lax.dynamic_slice_in_dim(kv_valid_BxSk, kv_start, plan.block_kv,
                                         axis=1)
   allowed = valid_Bxbk[:, None, None, :]
   if plan.causal:
-    # Constants: the ids are static; only the slice position is dynamic.
-    q_group_bq = lax.dynamic_slice_in_dim(jnp.asarray(plan.q_group_pad),
-                                          q_start, plan.block_q)
-    kv_group_bk = lax.dynamic_slice_in_dim(jnp.asarray(plan.kv_group_pad),
-                                           kv_start, plan.block_kv)
+    q_ids, kv_ids = _group_ids(plan, ids)
+    q_group_bq = lax.dynamic_slice_in_dim(q_ids, q_start, plan.block_q)
+    kv_group_bk = lax.dynamic_slice_in_dim(kv_ids, kv_start, plan.block_kv)
     causal_bqxbk = kv_group_bk[None, :] <= q_group_bq[:, None]
     allowed = allowed & causal_bqxbk[None, None]
   return allowed
 
 
-def _tile_has_valid_key(plan: _Plan, kv_valid_BxSk) -> jax.Array:
-  """bool [Nk]: whether kv tile j holds a valid key in any batch element."""
+def _tile_needed(plan: _Plan, ids, kv_valid_BxSk):
+  """(pair -> bool): run-time skip of a scheduled (q tile, kv tile) pair.
+
+  Always: the kv tile holds a valid key in some batch element. With traced
+  ids also the causal rule, which the static schedule could only check for
+  the union of the devices.
+  """
   batch = kv_valid_BxSk.shape[0]
   num_kv_tiles = plan.kv_len_pad // plan.block_kv
-  return kv_valid_BxSk.reshape(batch, num_kv_tiles, plan.block_kv).any(
+  has_valid_Nk = kv_valid_BxSk.reshape(batch, num_kv_tiles, plan.block_kv).any(
       axis=(0, 2))
+  if ids is None or not plan.causal:
+    return lambda pair: has_valid_Nk[pair[1]]
+  q_ids, kv_ids = ids
+  q_max_Nq = q_ids.reshape(-1, plan.block_q).max(axis=1)
+  kv_min_Nk = kv_ids.reshape(-1, plan.block_kv).min(axis=1)
+  return lambda pair: has_valid_Nk[pair[1]] & (kv_min_Nk[pair[1]] <=
+                                               q_max_Nq[pair[0]])
 
 
 def _full_f32(shape, fill, *refs):
@@ -178,12 +200,17 @@ def _update(x, tile, start):
   return lax.dynamic_update_slice_in_dim(x, tile, start, axis=2)
 
 
-def _forward(plan: _Plan, q_BxHxSqxD, k_BxHxSkxD, v_BxHxSkxD, kv_valid_BxSk):
-  """Online softmax over the scheduled tiles; returns (o, logsumexp)."""
+def _forward(plan: _Plan, q_BxHxSqxD, k_BxHxSkxD, v_BxHxSkxD, kv_valid_BxSk,
+             ids=None):
+  """Online softmax over the scheduled tiles; returns (o, logsumexp).
+
+  Rows that attend nothing get o = 0 and lse = MASK_VALUE (weight 0 when
+  partial results are merged, see `merge_partials`).
+  """
   batch, heads, q_len, head_dim = q_BxHxSqxD.shape
   scale = 1.0 / (head_dim ** 0.5)
   bq, bk = plan.block_q, plan.block_kv
-  has_valid_Nk = _tile_has_valid_key(plan, kv_valid_BxSk)
+  needed = _tile_needed(plan, ids, kv_valid_BxSk)
 
   def tile_update(q_bq, k_bk, v_bk, allowed, o_bq, m_bq, l_bq):
     s_BxHxQxK = jnp.einsum("bhqd,bhkd->bhqk", q_bq, k_bk,
@@ -208,10 +235,10 @@ def _forward(plan: _Plan, q_BxHxSqxD, k_BxHxSkxD, v_BxHxSkxD, kv_valid_BxSk):
     o_acc, m_acc, l_acc = carry
     q_start, kv_start = pair[0] * bq, pair[1] * bk
     o_bq, m_bq, l_bq = lax.cond(
-        has_valid_Nk[pair[1]], tile_update, skip,
+        needed(pair), tile_update, skip,
         _slice(q_BxHxSqxD, q_start, bq), _slice(k_BxHxSkxD, kv_start, bk),
         _slice(v_BxHxSkxD, kv_start, bk),
-        _tile_allowed(plan, kv_valid_BxSk, q_start, kv_start),
+        _tile_allowed(plan, ids, kv_valid_BxSk, q_start, kv_start),
         _slice(o_acc, q_start, bq), _slice(m_acc, q_start, bq),
         _slice(l_acc, q_start, bq))
     carry = (_update(o_acc, o_bq, q_start), _update(m_acc, m_bq, q_start),
@@ -223,25 +250,33 @@ def _forward(plan: _Plan, q_BxHxSqxD, k_BxHxSkxD, v_BxHxSkxD, kv_valid_BxSk):
           _full_f32((batch, heads, q_len), MASK_VALUE, *refs),
           _full_f32((batch, heads, q_len), 0.0, *refs))
   (o_acc, m_acc, l_acc), _ = lax.scan(body, init, jnp.asarray(plan.pairs))
-  # l == 0 exactly when a row attended nothing: output 0, and any finite lse
+  # l == 0 exactly when a row attended nothing: output 0, and a finite lse
   # (the backward zeroes that row's probabilities through the mask anyway).
   has_keys = l_acc > 0
   o = o_acc / jnp.where(has_keys, l_acc, 1.0)[..., None]
   lse = jnp.where(has_keys, m_acc + jnp.log(jnp.where(has_keys, l_acc, 1.0)),
-                  0.0)
+                  MASK_VALUE)
   return o.astype(q_BxHxSqxD.dtype), lse
 
 
 def _backward(plan: _Plan, q_BxHxSqxD, k_BxHxSkxD, v_BxHxSkxD, kv_valid_BxSk,
-              o_BxHxSqxD, lse_BxHxSq, do_BxHxSqxD):
-  """FlashAttention-2 backward over the same tile schedule."""
+              o_BxHxSqxD, lse_BxHxSq, do_BxHxSqxD, ids=None, dlse_BxHxSq=None):
+  """FlashAttention-2 backward over the same tile schedule.
+
+  `o` and `lse` may be those of a larger key set of which this call sees a
+  part (ring attention): the result is then that part's contribution to
+  dq and the full dk, dv of the keys given. `dlse` is a cotangent of the
+  logsumexp output, if it has one (d lse_i / d s_ij = p_ij).
+  """
   head_dim = q_BxHxSqxD.shape[-1]
   scale = 1.0 / (head_dim ** 0.5)
   bq, bk = plan.block_q, plan.block_kv
-  has_valid_Nk = _tile_has_valid_key(plan, kv_valid_BxSk)
+  needed = _tile_needed(plan, ids, kv_valid_BxSk)
   # D_i = sum_j P_ij dP_ij = rowsum(dO * O): the softmax Jacobian's correction.
   delta_BxHxSq = jnp.sum(do_BxHxSqxD.astype(jnp.float32) *
                          o_BxHxSqxD.astype(jnp.float32), axis=-1)
+  if dlse_BxHxSq is not None:
+    delta_BxHxSq = delta_BxHxSq - dlse_BxHxSq.astype(jnp.float32)
 
   def tile_grads(q_bq, k_bk, v_bk, do_bq, lse_bq, delta_bq, allowed,
                  dq_bq, dk_bk, dv_bk):
@@ -271,11 +306,11 @@ def _backward(plan: _Plan, q_BxHxSqxD, k_BxHxSkxD, v_BxHxSkxD, kv_valid_BxSk,
     dq_acc, dk_acc, dv_acc = carry
     q_start, kv_start = pair[0] * bq, pair[1] * bk
     dq_bq, dk_bk, dv_bk = lax.cond(
-        has_valid_Nk[pair[1]], tile_grads, skip,
+        needed(pair), tile_grads, skip,
         _slice(q_BxHxSqxD, q_start, bq), _slice(k_BxHxSkxD, kv_start, bk),
         _slice(v_BxHxSkxD, kv_start, bk), _slice(do_BxHxSqxD, q_start, bq),
         _slice(lse_BxHxSq, q_start, bq), _slice(delta_BxHxSq, q_start, bq),
-        _tile_allowed(plan, kv_valid_BxSk, q_start, kv_start),
+        _tile_allowed(plan, ids, kv_valid_BxSk, q_start, kv_start),
         _slice(dq_acc, q_start, bq), _slice(dk_acc, kv_start, bk),
         _slice(dv_acc, kv_start, bk))
     carry = (_update(dq_acc, dq_bq, q_start), _update(dk_acc, dk_bk, kv_start),
@@ -293,22 +328,87 @@ def _backward(plan: _Plan, q_BxHxSqxD, k_BxHxSkxD, v_BxHxSkxD, kv_valid_BxSk,
 
 
 def _make_kernel(plan: _Plan):
-  """A custom_vjp attention on padded [B, H, S, D] inputs for one plan."""
+  """A custom_vjp attention on padded [B, H, S, D] inputs for one plan.
+
+  `ids` is None (the plan's static group ids) or traced (q ids, kv ids),
+  padded like the plan's; see `_group_ids`.
+  """
 
   @jax.custom_vjp
-  def kernel(q, k, v, kv_valid):
-    return _forward(plan, q, k, v, kv_valid)[0]
+  def kernel(q, k, v, kv_valid, ids):
+    return _forward(plan, q, k, v, kv_valid, ids)[0]
 
-  def kernel_fwd(q, k, v, kv_valid):
-    o, lse = _forward(plan, q, k, v, kv_valid)
-    return o, (q, k, v, kv_valid, o, lse)
+  def kernel_fwd(q, k, v, kv_valid, ids):
+    o, lse = _forward(plan, q, k, v, kv_valid, ids)
+    return o, (q, k, v, kv_valid, ids, o, lse)
 
   def kernel_bwd(residuals, do):
-    dq, dk, dv = _backward(plan, *residuals, do)
-    return dq, dk, dv, None  # kv_valid is boolean: no cotangent.
+    q, k, v, kv_valid, ids, o, lse = residuals
+    dq, dk, dv = _backward(plan, q, k, v, kv_valid, o, lse, do, ids=ids)
+    # kv_valid and ids are boolean / integer: no cotangent.
+    return dq, dk, dv, None, jax.tree.map(lambda _: None, ids)
 
   kernel.defvjp(kernel_fwd, kernel_bwd)
   return kernel
+
+
+def make_plan(q_group, kv_group, block_q: int, block_kv: int,
+              causal: bool) -> _Plan:
+  """The static plan of one call; `q_group`/`kv_group` may be 2-D [R, S].
+
+  With rows (one per device of a context-parallel mesh, whose chunks may
+  hold different groups) the schedule is the union of the rows' schedules
+  and the kernel must get each device's ids at run time (`ids=`).
+  """
+  q_rows = np.atleast_2d(np.asarray(q_group, dtype=np.int32))
+  kv_rows = np.atleast_2d(np.asarray(kv_group, dtype=np.int32))
+  rows = max(len(q_rows), len(kv_rows))
+  if len(q_rows) not in (1, rows) or len(kv_rows) not in (1, rows):
+    raise ValueError(f"make_plan: {len(q_rows)} q rows vs {len(kv_rows)} "
+                     "kv rows")
+  plans = [_make_plan(q_rows[r % len(q_rows)], kv_rows[r % len(kv_rows)],
+                      block_q, block_kv, causal) for r in range(rows)]
+  # np.unique sorts rows lexicographically: still by q tile first.
+  pairs = np.unique(np.concatenate([p.pairs for p in plans]), axis=0)
+  return dataclasses.replace(plans[0], pairs=pairs.reshape(-1, 2))
+
+
+def pad_ids(plan: _Plan, q_ids, kv_ids):
+  """Traced ids (each device's chunk) padded like the plan pads its own."""
+  q_ids = jnp.pad(q_ids.astype(jnp.int32), (0, plan.q_len_pad - q_ids.shape[0]),
+                  constant_values=_PAD_Q_GROUP)
+  kv_ids = jnp.pad(kv_ids.astype(jnp.int32),
+                   (0, plan.kv_len_pad - kv_ids.shape[0]),
+                   constant_values=_PAD_KV_GROUP)
+  return q_ids, kv_ids
+
+
+def to_padded_bhsd(x_BxSxHxD, padded_len):
+  x_BxHxSxD = jnp.swapaxes(x_BxSxHxD, 1, 2)
+  pad = padded_len - x_BxHxSxD.shape[2]
+  return jnp.pad(x_BxHxSxD, ((0, 0), (0, 0), (0, pad), (0, 0)))
+
+
+def attend_planned(plan: _Plan, q_BxSqxHxD, k_BxSkxHxD, v_BxSkxHxD,
+                   kv_valid_BxSk, ids=None) -> jax.Array:
+  """Attention under a prepared plan; `ids` = traced (q ids, kv ids) or None.
+
+  Inputs are unpadded [B, S, H, D]; usable inside `jax.shard_map`.
+  """
+  q_len, kv_len = q_BxSqxHxD.shape[1], k_BxSkxHxD.shape[1]
+  if q_len == 0 or kv_len == 0 or plan.pairs.shape[0] == 0:
+    # No query may see any key (e.g. a cache holding only later groups).
+    return jnp.zeros_like(q_BxSqxHxD)
+  if ids is not None:
+    ids = pad_ids(plan, *ids)
+  kv_valid_BxSk = jnp.pad(kv_valid_BxSk,
+                          ((0, 0), (0, plan.kv_len_pad - kv_len)),
+                          constant_values=False)
+  o_BxHxSqxD = _make_kernel(plan)(
+      to_padded_bhsd(q_BxSqxHxD, plan.q_len_pad),
+      to_padded_bhsd(k_BxSkxHxD, plan.kv_len_pad),
+      to_padded_bhsd(v_BxSkxHxD, plan.kv_len_pad), kv_valid_BxSk, ids)
+  return jnp.swapaxes(o_BxHxSqxD[:, :, :q_len], 1, 2)
 
 
 def attend_blockwise(q_BxSqxHxD: jax.Array, k_BxSkxHxD: jax.Array,
@@ -323,21 +423,5 @@ def attend_blockwise(q_BxSqxHxD: jax.Array, k_BxSkxHxD: jax.Array,
     return jnp.zeros_like(q_BxSqxHxD)
   plan = _make_plan(mask.q_group, mask.kv_group, block_q, block_kv,
                     mask.causal)
-  if plan.pairs.shape[0] == 0:
-    # No query may see any key (e.g. a cache holding only later groups).
-    return jnp.zeros_like(q_BxSqxHxD)
-
-  def to_padded_bhsd(x_BxSxHxD, padded_len):
-    x_BxHxSxD = jnp.swapaxes(x_BxSxHxD, 1, 2)
-    pad = padded_len - x_BxHxSxD.shape[2]
-    return jnp.pad(x_BxHxSxD, ((0, 0), (0, 0), (0, pad), (0, 0)))
-
-  q_BxHxSqxD = to_padded_bhsd(q_BxSqxHxD, plan.q_len_pad)
-  k_BxHxSkxD = to_padded_bhsd(k_BxSkxHxD, plan.kv_len_pad)
-  v_BxHxSkxD = to_padded_bhsd(v_BxSkxHxD, plan.kv_len_pad)
-  kv_valid_BxSk = jnp.pad(mask.kv_valid,
-                          ((0, 0), (0, plan.kv_len_pad - kv_len)),
-                          constant_values=False)
-  o_BxHxSqxD = _make_kernel(plan)(q_BxHxSqxD, k_BxHxSkxD, v_BxHxSkxD,
-                                  kv_valid_BxSk)
-  return jnp.swapaxes(o_BxHxSqxD[:, :, :q_len], 1, 2)
+  return attend_planned(plan, q_BxSqxHxD, k_BxSkxHxD, v_BxSkxHxD,
+                        mask.kv_valid)

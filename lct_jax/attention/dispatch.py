@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 
 from lct_jax.attention import blockwise
+from lct_jax.attention import context
 from lct_jax.attention import dense
 from lct_jax.attention import mask as mask_lib
 
@@ -43,7 +44,8 @@ def _check_inputs(q_BxSqxHxD, k_BxSkxHxD, v_BxSkxHxD,
 def attend(q_BxSqxHxD: jax.Array, k_BxSkxHxD: jax.Array,
            v_BxSkxHxD: jax.Array, mask: mask_lib.GroupMask, *,
            impl: str = "auto", block_q: int = 512,
-           block_kv: int = 512) -> jax.Array:
+           block_kv: int = 512,
+           context_strategy: str = "all_gather") -> jax.Array:
   """Scaled dot-product attention under a group mask.
 
   Softmax scale 1/sqrt(D); logits and softmax statistics in float32 whatever
@@ -59,6 +61,10 @@ def attend(q_BxSqxHxD: jax.Array, k_BxSkxHxD: jax.Array,
       linear memory, skips masked tiles) or 'auto'.
     block_q: query tile length of the blockwise kernel.
     block_kv: key tile length of the blockwise kernel.
+    context_strategy: how to attend when traced under a mesh whose
+      'context' axis is > 1: 'all_gather', 'ring' or 'ulysses' (see
+      `context.py`); the local kernel is then blockwise. 'dense' is left to
+      XLA's partitioner instead (a reference, not a strategy).
 
   Returns:
     o_BxSqxHxD in q's dtype.
@@ -71,6 +77,10 @@ def attend(q_BxSqxHxD: jax.Array, k_BxSkxHxD: jax.Array,
     # Accelerator kernels go here, e.g. 'cudnn' when jax.default_backend()
     # == 'gpu' and 'splash' on 'tpu', each with the staircase as a block mask.
     impl = "blockwise"
+  if impl != "dense" and context.mesh_axis_size(context.AXIS) > 1:
+    return context.attend_context(q_BxSqxHxD, k_BxSkxHxD, v_BxSkxHxD, mask,
+                                  strategy=context_strategy, block_q=block_q,
+                                  block_kv=block_kv)
   if impl == "dense":
     return dense.attend_dense(q_BxSqxHxD, k_BxSkxHxD, v_BxSkxHxD, mask)
   return blockwise.attend_blockwise(q_BxSqxHxD, k_BxSkxHxD, v_BxSkxHxD, mask,
