@@ -79,6 +79,23 @@ def check_context(strategy: str, *, num_heads: int, seq_len: int,
           "another mesh")
 
 
+def device_work(q_ids, kv_ids, n: int, causal: bool) -> np.ndarray:
+  """int [n]: (query, key) pairs the mask allows for each device's queries.
+
+  Static (ids only, key padding ignored): the balance that the token order
+  gives context_causal. Sequences are padded to a multiple of n as in
+  `attend_context`.
+  """
+  q_ids = np.asarray(q_ids)
+  kv_ids = np.asarray(kv_ids)
+  q_ids = np.pad(q_ids, (0, -len(q_ids) % n),
+                 constant_values=blockwise._PAD_Q_GROUP)  # pylint: disable=protected-access
+  if not causal:
+    return np.full((n,), (q_ids.size // n) * kv_ids.size)
+  counts = (kv_ids[None, :] <= q_ids[:, None]).sum(axis=1)
+  return counts.reshape(n, -1).sum(axis=1)
+
+
 def _specs(batch: int, heads: int):
   """(batch axes, heads axis) for shard_map specs; None where it won't fit."""
   mesh = jax.sharding.get_abstract_mesh()

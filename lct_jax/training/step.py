@@ -21,6 +21,8 @@ from flax import nnx
 
 from lct_jax import batch as batch_lib
 from lct_jax import configlib
+from lct_jax import parallel
+from lct_jax.parallel import sharding
 from lct_jax.diffusion import augment, flow
 from lct_jax.training.optim import make_optimizer, make_schedule
 from lct_jax.training.state import TrainState
@@ -122,6 +124,7 @@ def train_step(state: TrainState, batch: dict, rng: jax.Array, *, graphdef,
                  lr=schedule(state.step), shots=count)
   new_state = TrainState(step=state.step + 1, params=params,
                          opt_state=opt_state, ema_params=ema)
+  new_state = sharding.constrain_state(config, new_state)
   return new_state, metrics
 
 
@@ -140,6 +143,9 @@ class TrainStep:
 
   def validate(self, batch: dict) -> None:
     batch_lib.validate_batch(batch, self.config)
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh is not None and not mesh.empty:
+      parallel.check_mesh(self.config, mesh)
     B = batch["latents"].shape[0]
     if B % self.config.train.grad_accum:
       raise ValueError(f"batch size {B} is not divisible by "
