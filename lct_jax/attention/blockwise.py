@@ -16,123 +16,19 @@ Tile skipping has two parts:
 Internally tensors are [B, H, S, D] so that a tile is a slice of axis 2;
 in tile code Q and K stand for the tile lengths block_q and block_kv.
 """
-import dataclasses
-
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax import lax
 
 from lct_jax.attention import mask as mask_lib
+from lct_jax.attention.plan import (Plan, make_plan, pad_ids,  # pylint: disable=unused-import
+                                    plan_one, tile_schedule)
 
 # Finite, so that fully masked rows give 0 - 0 = 0 rather than inf - inf = NaN.
 MASK_VALUE = -1e30
-# Group ids of padding. A padded query row has the smallest id, so under the
-# causal rule it attends nothing and never raises a tile's max; a padded key
-# has the largest id, so it never makes a tile needed.
-_PAD_Q_GROUP = np.iinfo(np.int32).min
-_PAD_KV_GROUP = np.iinfo(np.int32).max
 
 
-def _round_up(x: int, multiple: int) -> int:
-  return -(-x // multiple) * multiple
-
-
-def _check_block(name: str, block) -> int:
-  if isinstance(block, bool) or not isinstance(block, (int, np.integer)):
-    raise ValueError(f"{name} must be a positive int, got {block!r}.")
-  if block <= 0:
-    raise ValueError(f"{name} must be a positive int, got {block}.")
-  return int(block)
-
-
-def _even_tiles(length: int, block: int, align: int = 8) -> int:
-  """Tile size <= block splitting `length` into equal tiles, 8-aligned.
-
-  Alignment (a multiple of 8 rows) keeps tiles friendly to accelerator
-  matmuls; blocks smaller than 8 are used as they are (tests, tiny inputs).
-  """
-  if length <= block:
-    return max(1, length)
-  num_tiles = -(-length // block)
-  tile = -(-length // num_tiles)
-  if block >= align:
-    tile = min(_round_up(tile, align), block)
-  return tile
-
-
-def _pad_ids(ids: np.ndarray, padded_len: int, fill: int) -> np.ndarray:
-  out = np.full((padded_len,), fill, dtype=np.int32)
-  out[:ids.shape[0]] = ids
-  return out
-
-
-@dataclasses.dataclass(frozen=True, eq=False)
-class _Plan:
-  """Everything static about one call: block sizes, padded ids, schedule."""
-  block_q: int
-  block_kv: int
-  causal: bool
-  q_group_pad: np.ndarray   # int32 [Sq_pad]
-  kv_group_pad: np.ndarray  # int32 [Sk_pad]
-  pairs: np.ndarray         # int32 [P, 2] (q tile, kv tile), sorted by q tile
-
-  @property
-  def q_len_pad(self) -> int:
-    return self.q_group_pad.shape[0]
-
-  @property
-  def kv_len_pad(self) -> int:
-    return self.kv_group_pad.shape[0]
-
-
-def _make_plan(q_group, kv_group, block_q: int, block_kv: int,
-               causal: bool) -> _Plan:
-  """Clamps blocks, pads group ids and lists the tile pairs to visit."""
-  q_group = np.asarray(q_group, dtype=np.int32)
-  kv_group = np.asarray(kv_group, dtype=np.int32)
-  block_q = _check_block("block_q", block_q)
-  block_kv = _check_block("block_kv", block_kv)
-  # The blocks are upper bounds: use as few tiles as they allow, of equal
-  # size, so padding stays under one alignment unit per tile (1104 tokens at
-  # block 512: 3 tiles of 368, not 1536 padded tokens and 2.2x the work).
-  block_q = _even_tiles(q_group.shape[0], block_q)
-  block_kv = _even_tiles(kv_group.shape[0], block_kv)
-  q_group_pad = _pad_ids(q_group, _round_up(q_group.shape[0], block_q),
-                         _PAD_Q_GROUP)
-  kv_group_pad = _pad_ids(kv_group, _round_up(kv_group.shape[0], block_kv),
-                          _PAD_KV_GROUP)
-  num_q_tiles = q_group_pad.shape[0] // block_q
-  num_kv_tiles = kv_group_pad.shape[0] // block_kv
-  if causal:
-    # A pair is needed iff some key of the kv tile has a group <= the
-    # largest query group of the q tile.
-    q_max_Nq = q_group_pad.reshape(num_q_tiles, block_q).max(axis=1)
-    kv_min_Nk = kv_group_pad.reshape(num_kv_tiles, block_kv).min(axis=1)
-    needed_NqxNk = kv_min_Nk[None, :] <= q_max_Nq[:, None]
-  else:
-    needed_NqxNk = np.ones((num_q_tiles, num_kv_tiles), dtype=bool)
-  # np.nonzero walks row-major, so pairs come sorted by q tile.
-  q_tiles, kv_tiles = np.nonzero(needed_NqxNk)
-  pairs = np.stack([q_tiles, kv_tiles], axis=1).astype(np.int32)
-  return _Plan(block_q, block_kv, bool(causal), q_group_pad, kv_group_pad,
-               pairs.reshape(-1, 2))
-
-
-def tile_schedule(q_group, kv_group, block_q: int, block_kv: int,
-                  causal: bool) -> np.ndarray:
-  """int32 [P, 2]: the (q tile, kv tile) pairs the kernel visits, by q tile.
-
-  Blocks are upper bounds, turned into equal tiles (`_even_tiles`) and the
-  lengths padded up to a multiple of the tiles, exactly as
-  `attend_blockwise` does.
-  """
-  if np.asarray(q_group).size == 0 or np.asarray(kv_group).size == 0:
-    return np.zeros((0, 2), dtype=np.int32)
-  return _make_plan(q_group, kv_group, block_q, block_kv, causal).pairs
-
-
-def _group_ids(plan: _Plan, ids):
+def _group_ids(plan: Plan, ids):
   """(q ids [Sq_pad], kv ids [Sk_pad]): the plan's constants, or `ids`.
 
   Context parallelism passes ids as traced arrays when the devices' chunks
@@ -144,7 +40,7 @@ def _group_ids(plan: _Plan, ids):
   return ids
 
 
-def _tile_allowed(plan: _Plan, ids, kv_valid_BxSk, q_start, kv_start):
+def _tile_allowed(plan: Plan, ids, kv_valid_BxSk, q_start, kv_start):
   """bool, broadcastable to [B, H, bq, bk]: the mask of one tile."""
   valid_Bxbk = lax.dynamic_slice_in_dim(kv_valid_BxSk, kv_start, plan.block_kv,
                                         axis=1)
@@ -158,7 +54,7 @@ def _tile_allowed(plan: _Plan, ids, kv_valid_BxSk, q_start, kv_start):
   return allowed
 
 
-def _tile_needed(plan: _Plan, ids, kv_valid_BxSk):
+def _tile_needed(plan: Plan, ids, kv_valid_BxSk):
   """(pair -> bool): run-time skip of a scheduled (q tile, kv tile) pair.
 
   Always: the kv tile holds a valid key in some batch element. With traced
@@ -200,12 +96,13 @@ def _update(x, tile, start):
   return lax.dynamic_update_slice_in_dim(x, tile, start, axis=2)
 
 
-def _forward(plan: _Plan, q_BxHxSqxD, k_BxHxSkxD, v_BxHxSkxD, kv_valid_BxSk,
-             ids=None):
+def forward(plan: Plan, q_BxHxSqxD, k_BxHxSkxD, v_BxHxSkxD, kv_valid_BxSk,
+            ids=None, f32_out: bool = False):
   """Online softmax over the scheduled tiles; returns (o, logsumexp).
 
   Rows that attend nothing get o = 0 and lse = MASK_VALUE (weight 0 when
-  partial results are merged, see `merge_partials`).
+  partial results are merged, as ring attention does). `f32_out` keeps o
+  in float32 for such merges instead of casting to q's dtype.
   """
   batch, heads, q_len, head_dim = q_BxHxSqxD.shape
   scale = 1.0 / (head_dim ** 0.5)
@@ -256,17 +153,19 @@ def _forward(plan: _Plan, q_BxHxSqxD, k_BxHxSkxD, v_BxHxSkxD, kv_valid_BxSk,
   o = o_acc / jnp.where(has_keys, l_acc, 1.0)[..., None]
   lse = jnp.where(has_keys, m_acc + jnp.log(jnp.where(has_keys, l_acc, 1.0)),
                   MASK_VALUE)
-  return o.astype(q_BxHxSqxD.dtype), lse
+  return o if f32_out else o.astype(q_BxHxSqxD.dtype), lse
 
 
-def _backward(plan: _Plan, q_BxHxSqxD, k_BxHxSkxD, v_BxHxSkxD, kv_valid_BxSk,
-              o_BxHxSqxD, lse_BxHxSq, do_BxHxSqxD, ids=None, dlse_BxHxSq=None):
+def backward(plan: Plan, q_BxHxSqxD, k_BxHxSkxD, v_BxHxSkxD, kv_valid_BxSk,
+             o_BxHxSqxD, lse_BxHxSq, do_BxHxSqxD, ids=None, dlse_BxHxSq=None,
+             f32_out: bool = False):
   """FlashAttention-2 backward over the same tile schedule.
 
   `o` and `lse` may be those of a larger key set of which this call sees a
   part (ring attention): the result is then that part's contribution to
   dq and the full dk, dv of the keys given. `dlse` is a cotangent of the
-  logsumexp output, if it has one (d lse_i / d s_ij = p_ij).
+  logsumexp output, if it has one (d lse_i / d s_ij = p_ij). `f32_out`
+  returns float32 gradients (for sums over ring steps).
   """
   head_dim = q_BxHxSqxD.shape[-1]
   scale = 1.0 / (head_dim ** 0.5)
@@ -323,11 +222,13 @@ def _backward(plan: _Plan, q_BxHxSqxD, k_BxHxSkxD, v_BxHxSkxD, kv_valid_BxSk,
           _full_f32(k_BxHxSkxD.shape, 0.0, *refs),
           _full_f32(v_BxHxSkxD.shape, 0.0, *refs))
   (dq, dk, dv), _ = lax.scan(body, init, jnp.asarray(plan.pairs))
+  if f32_out:
+    return dq, dk, dv
   return (dq.astype(q_BxHxSqxD.dtype), dk.astype(k_BxHxSkxD.dtype),
           dv.astype(v_BxHxSkxD.dtype))
 
 
-def _make_kernel(plan: _Plan):
+def _make_kernel(plan: Plan):
   """A custom_vjp attention on padded [B, H, S, D] inputs for one plan.
 
   `ids` is None (the plan's static group ids) or traced (q ids, kv ids),
@@ -336,51 +237,20 @@ def _make_kernel(plan: _Plan):
 
   @jax.custom_vjp
   def kernel(q, k, v, kv_valid, ids):
-    return _forward(plan, q, k, v, kv_valid, ids)[0]
+    return forward(plan, q, k, v, kv_valid, ids)[0]
 
   def kernel_fwd(q, k, v, kv_valid, ids):
-    o, lse = _forward(plan, q, k, v, kv_valid, ids)
+    o, lse = forward(plan, q, k, v, kv_valid, ids)
     return o, (q, k, v, kv_valid, ids, o, lse)
 
   def kernel_bwd(residuals, do):
     q, k, v, kv_valid, ids, o, lse = residuals
-    dq, dk, dv = _backward(plan, q, k, v, kv_valid, o, lse, do, ids=ids)
+    dq, dk, dv = backward(plan, q, k, v, kv_valid, o, lse, do, ids=ids)
     # kv_valid and ids are boolean / integer: no cotangent.
     return dq, dk, dv, None, jax.tree.map(lambda _: None, ids)
 
   kernel.defvjp(kernel_fwd, kernel_bwd)
   return kernel
-
-
-def make_plan(q_group, kv_group, block_q: int, block_kv: int,
-              causal: bool) -> _Plan:
-  """The static plan of one call; `q_group`/`kv_group` may be 2-D [R, S].
-
-  With rows (one per device of a context-parallel mesh, whose chunks may
-  hold different groups) the schedule is the union of the rows' schedules
-  and the kernel must get each device's ids at run time (`ids=`).
-  """
-  q_rows = np.atleast_2d(np.asarray(q_group, dtype=np.int32))
-  kv_rows = np.atleast_2d(np.asarray(kv_group, dtype=np.int32))
-  rows = max(len(q_rows), len(kv_rows))
-  if len(q_rows) not in (1, rows) or len(kv_rows) not in (1, rows):
-    raise ValueError(f"make_plan: {len(q_rows)} q rows vs {len(kv_rows)} "
-                     "kv rows")
-  plans = [_make_plan(q_rows[r % len(q_rows)], kv_rows[r % len(kv_rows)],
-                      block_q, block_kv, causal) for r in range(rows)]
-  # np.unique sorts rows lexicographically: still by q tile first.
-  pairs = np.unique(np.concatenate([p.pairs for p in plans]), axis=0)
-  return dataclasses.replace(plans[0], pairs=pairs.reshape(-1, 2))
-
-
-def pad_ids(plan: _Plan, q_ids, kv_ids):
-  """Traced ids (each device's chunk) padded like the plan pads its own."""
-  q_ids = jnp.pad(q_ids.astype(jnp.int32), (0, plan.q_len_pad - q_ids.shape[0]),
-                  constant_values=_PAD_Q_GROUP)
-  kv_ids = jnp.pad(kv_ids.astype(jnp.int32),
-                   (0, plan.kv_len_pad - kv_ids.shape[0]),
-                   constant_values=_PAD_KV_GROUP)
-  return q_ids, kv_ids
 
 
 def to_padded_bhsd(x_BxSxHxD, padded_len):
@@ -389,7 +259,7 @@ def to_padded_bhsd(x_BxSxHxD, padded_len):
   return jnp.pad(x_BxHxSxD, ((0, 0), (0, 0), (0, pad), (0, 0)))
 
 
-def attend_planned(plan: _Plan, q_BxSqxHxD, k_BxSkxHxD, v_BxSkxHxD,
+def attend_planned(plan: Plan, q_BxSqxHxD, k_BxSkxHxD, v_BxSkxHxD,
                    kv_valid_BxSk, ids=None) -> jax.Array:
   """Attention under a prepared plan; `ids` = traced (q ids, kv ids) or None.
 
@@ -421,7 +291,7 @@ def attend_blockwise(q_BxSqxHxD: jax.Array, k_BxSkxHxD: jax.Array,
   q_len, kv_len = q_BxSqxHxD.shape[1], k_BxSkxHxD.shape[1]
   if q_len == 0 or kv_len == 0:
     return jnp.zeros_like(q_BxSqxHxD)
-  plan = _make_plan(mask.q_group, mask.kv_group, block_q, block_kv,
+  plan = plan_one(mask.q_group, mask.kv_group, block_q, block_kv,
                     mask.causal)
   return attend_planned(plan, q_BxSqxHxD, k_BxSkxHxD, v_BxSkxHxD,
                         mask.kv_valid)

@@ -38,6 +38,7 @@ from jax.sharding import PartitionSpec as P
 
 from lct_jax.attention import blockwise
 from lct_jax.attention import mask as mask_lib
+from lct_jax.attention import plan as plan_lib
 from lct_jax.parallel.logical import RULES
 
 STRATEGIES = ("all_gather", "ring", "ulysses")
@@ -89,7 +90,7 @@ def device_work(q_ids, kv_ids, n: int, causal: bool) -> np.ndarray:
   q_ids = np.asarray(q_ids)
   kv_ids = np.asarray(kv_ids)
   q_ids = np.pad(q_ids, (0, -len(q_ids) % n),
-                 constant_values=blockwise._PAD_Q_GROUP)  # pylint: disable=protected-access
+                 constant_values=plan_lib.PAD_Q_GROUP)
   if not causal:
     return np.full((n,), (q_ids.size // n) * kv_ids.size)
   counts = (kv_ids[None, :] <= q_ids[:, None]).sum(axis=1)
@@ -138,9 +139,9 @@ def attend_context(q_BxSqxHxD, k_BxSkxHxD, v_BxSkxHxD,
                 context=n, tensor=mesh_axis_size("tensor"))
   q_pad, kv_pad = -(-q_len // n) * n, -(-kv_len // n) * n
   q_ids = np.pad(mask.q_group, (0, q_pad - q_len),
-                 constant_values=blockwise._PAD_Q_GROUP)  # pylint: disable=protected-access
+                 constant_values=plan_lib.PAD_Q_GROUP)
   kv_ids = np.pad(mask.kv_group, (0, kv_pad - kv_len),
-                  constant_values=blockwise._PAD_KV_GROUP)  # pylint: disable=protected-access
+                  constant_values=plan_lib.PAD_KV_GROUP)
   args = (_pad_seq(q_BxSqxHxD, q_pad), _pad_seq(k_BxSkxHxD, kv_pad),
           _pad_seq(v_BxSkxHxD, kv_pad),
           _pad_seq(mask.kv_valid, kv_pad, False))
@@ -167,7 +168,7 @@ def _all_gather(q, k, v, valid, q_ids, kv_ids, *, causal, n, block_q, block_kv,
                 specs):
   q_rows = q_ids.reshape(n, -1)
   uniform = _uniform(q_rows)
-  plan = blockwise.make_plan(q_rows[:1] if uniform else q_rows, kv_ids,
+  plan = plan_lib.make_plan(q_rows[:1] if uniform else q_rows, kv_ids,
                              block_q, block_kv, causal)
   kv_ids_all = jnp.asarray(kv_ids)
 
@@ -185,7 +186,7 @@ def _all_gather(q, k, v, valid, q_ids, kv_ids, *, causal, n, block_q, block_kv,
 def _ulysses(q, k, v, valid, q_ids, kv_ids, *, causal, n, block_q, block_kv,
              specs):
   del n
-  plan = blockwise.make_plan(q_ids, kv_ids, block_q, block_kv, causal)
+  plan = plan_lib.make_plan(q_ids, kv_ids, block_q, block_kv, causal)
 
   def body(q_l, k_l, v_l, valid_l):
     # [B, S/n, h, D] -> [B, S, h/n, D]: received chunks concatenate in
@@ -206,7 +207,7 @@ def _merge(o_acc, lse_acc, o_s, lse_s):
   """Combines two normalised partial attentions by their logsumexp."""
   lse = jnp.logaddexp(lse_acc, lse_s)
   o = (jnp.exp(lse_acc - lse)[..., None] * o_acc +
-       jnp.exp(lse_s - lse)[..., None] * o_s.astype(jnp.float32))
+       jnp.exp(lse_s - lse)[..., None] * o_s)
   return o, lse
 
 
@@ -220,7 +221,7 @@ def _ring(q, k, v, valid, q_ids, kv_ids, *, causal, n, block_q, block_kv,
   plans = []
   for s in range(n):
     src = [(i - s) % n for i in range(n)]
-    plans.append(blockwise.make_plan(
+    plans.append(plan_lib.make_plan(
         q_rows[:1] if uniform else q_rows,
         kv_rows[:1] if uniform else kv_rows[src], block_q, block_kv, causal))
   skipped = [s for s, p in enumerate(plans) if p.pairs.shape[0] == 0]
@@ -237,7 +238,7 @@ def _ring(q, k, v, valid, q_ids, kv_ids, *, causal, n, block_q, block_kv,
     return (blockwise.to_padded_bhsd(q_l, p0.q_len_pad),
             blockwise.to_padded_bhsd(k_l, p0.kv_len_pad),
             blockwise.to_padded_bhsd(v_l, p0.kv_len_pad), valid_l,
-            *blockwise.pad_ids(p0, q_ids_l, kv_ids_l))
+            *plan_lib.pad_ids(p0, q_ids_l, kv_ids_l))
 
   def step_ids(q_ids_l, kv_ids_l):
     return None if uniform else (q_ids_l, kv_ids_l)
@@ -252,8 +253,9 @@ def _ring(q, k, v, valid, q_ids, kv_ids, *, causal, n, block_q, block_kv,
       # Send first: the transfer of the next chunk overlaps this compute.
       nxt = rotate(kv) if s < n - 1 else None
       if plan.pairs.shape[0]:
-        o_s, lse_s = blockwise._forward(  # pylint: disable=protected-access
-            plan, q_l, kv[0], kv[1], kv[2], step_ids(q_ids_l, kv[3]))
+        o_s, lse_s = blockwise.forward(
+            plan, q_l, kv[0], kv[1], kv[2], step_ids(q_ids_l, kv[3]),
+            f32_out=True)
         o, lse = _merge(o, lse, o_s, lse_s)
       kv = nxt
     o = jnp.swapaxes(o[:, :, :chunk], 1, 2).astype(q_l.dtype)
@@ -272,9 +274,9 @@ def _ring(q, k, v, valid, q_ids, kv_ids, *, causal, n, block_q, block_kv,
     kv = (k_l, v_l, valid_l, kv_ids_l)
     for s, plan in enumerate(plans):
       if plan.pairs.shape[0]:
-        dq_s, dk_s, dv_s = blockwise._backward(  # pylint: disable=protected-access
+        dq_s, dk_s, dv_s = blockwise.backward(
             plan, q_l, kv[0], kv[1], kv[2], o_l, lse_l, do_l,
-            ids=step_ids(q_ids_l, kv[3]))
+            ids=step_ids(q_ids_l, kv[3]), f32_out=True)
         dq = dq + dq_s
         dkv = (dkv[0] + dk_s, dkv[1] + dv_s)
       # The key chunk's gradients travel with it; the n-th hop takes them
