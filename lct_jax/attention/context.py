@@ -131,6 +131,9 @@ def attend_context(q_BxSqxHxD, k_BxSkxHxD, v_BxSkxHxD,
   n = mesh_axis_size(AXIS)
   batch, q_len, heads, _ = q_BxSqxHxD.shape
   kv_len = k_BxSkxHxD.shape[1]
+  if strategy not in STRATEGIES:
+    raise ValueError(f"context_strategy={strategy!r} is not one of "
+                     f"{STRATEGIES}")
   if strategy != "all_gather" and q_len != kv_len:
     _log.info("context_strategy=%r needs equal query and key lengths "
               "(got %d, %d): using 'all_gather'", strategy, q_len, kv_len)

@@ -84,7 +84,7 @@ def attend(q_BxSqxHxD: jax.Array, k_BxSkxHxD: jax.Array,
            v_BxSkxHxD: jax.Array, mask: mask_lib.GroupMask, *,
            impl: str = "auto", block_q: int = 512,
            block_kv: int = 512,
-           context_strategy: str = "all_gather") -> jax.Array:
+           context_strategy: str = "ring") -> jax.Array:
   """Scaled dot-product attention under a group mask.
 
   Softmax scale 1/sqrt(D); logits and softmax statistics in float32 whatever
