@@ -11,6 +11,8 @@ import ml_collections
 from lct_jax.layout import rope
 
 ATTENTION_MASKS = ("bidirectional", "context_causal")
+ATTENTION_IMPLS = ("auto", "dense", "blockwise", "cudnn", "splash")
+CONTEXT_STRATEGIES = ("ring", "all_gather", "ulysses")
 REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch")
 TEXT_MODES = ("tokens", "embeddings")
 DECAYS = ("cosine", "linear", "constant")
@@ -52,9 +54,16 @@ def base_config() -> ml_collections.ConfigDict:
   m.global_timestep = 0.0         # t of the global prompt group (clean)
   m.zero_init = True              # adaLN-Zero: gates and output start at 0
   m.attention_mask = "bidirectional"   # or context_causal (causal stage)
-  m.attention_impl = "auto"       # auto | dense | blockwise
+  m.attention_impl = "auto"       # auto (cudnn on GPU, splash on TPU, else
+                                  # blockwise) | dense | blockwise | cudnn |
+                                  # splash
   m.block_q = 512
   m.block_kv = 512
+  # How attention runs when mesh.context > 1 (lct_jax/attention/context.py):
+  # ring (K/V passed around the context devices, memory 1/n), all_gather
+  # (K/V gathered: simplest, whole-sequence K/V per device) or ulysses
+  # (all_to_all sequence <-> heads; heads per tensor shard % context == 0).
+  m.context_strategy = "ring"
   m.remat_policy = "full"         # none | full | dots | dots_no_batch
   m.compute_dtype = "float32"     # params stay float32; activations in this
 
@@ -167,6 +176,8 @@ def validate(c: ml_collections.ConfigDict) -> None:
     raise ValueError(f"model.{e}") from None
   choice("model.attention_mask", m.attention_mask, ATTENTION_MASKS)
   choice("model.remat_policy", m.remat_policy, REMAT_POLICIES)
+  choice("model.context_strategy", m.context_strategy, CONTEXT_STRATEGIES)
+  choice("model.attention_impl", m.attention_impl, ATTENTION_IMPLS)
   choice("model.text_mode", m.text_mode, TEXT_MODES)
   choice("model.compute_dtype", m.compute_dtype, DTYPES)
   choice("optim.decay", c.optim.decay, DECAYS)

@@ -14,6 +14,7 @@ import ml_collections
 from flax import nnx
 
 from lct_jax import attention
+from lct_jax.attention import context, striping
 from lct_jax import configlib
 from lct_jax.layout import SceneGeometry, TokenLayout, build_layout, rope_tables
 from lct_jax.model.block import BlockInputs, DualStreamBlock
@@ -187,20 +188,33 @@ class MMDiT(nnx.Module):
   def block_inputs(self, c_BxGxD: jax.Array, layout: TokenLayout
                    ) -> BlockInputs:
     m, geom = self.config.model, self.geom
+    B = c_BxGxD.shape[0]
     cos, sin = rope_tables(layout.pos_BxSx3, m.rope_axes_dim, m.rope_theta)
-    Sv = geom.video_len
-    silu_c = jax.nn.silu(c_BxGxD)
+    Sv, V, T = geom.video_len, geom.num_video_slots, geom.tokens_per_slot
+    G, L = geom.num_groups, geom.max_text_len
+    as_vid = lambda x: constrain(
+        x[:, :Sv].reshape(B, V, T, *x.shape[2:]),
+        ("batch", None, "length") + (None,) * (x.ndim - 2))
+    as_txt = lambda x: x[:, Sv:].reshape(B, G, L, *x.shape[2:])
+    # The joint sequence in context-parallel order (`striping`): with the
+    # mesh's context axis n, every device's chunk holds the same groups.
+    n = context.mesh_axis_size(context.AXIS)
+    shapes = ((V, T), (G, L))
     mask = attention.GroupMask(
-        q_group=layout.groups_S, kv_group=layout.groups_S,
-        kv_valid=layout.valid_BxS,
+        q_group=striping.striped_ids(layout.groups_S, shapes, n),
+        kv_group=striping.striped_ids(layout.groups_S, shapes, n),
+        kv_valid=striping.stripe([as_vid(layout.valid_BxS),
+                                  as_txt(layout.valid_BxS)], n),
         causal=m.attention_mask == "context_causal")
+    silu_c = jax.nn.silu(c_BxGxD)
     return BlockInputs(
         silu_c_vid_BxVxD=silu_c[:, geom.video_slot_groups],
         silu_c_txt_BxGxD=silu_c,
-        rope_vid=(cos[:, :Sv], sin[:, :Sv]),
-        rope_txt=(cos[:, Sv:], sin[:, Sv:]) if m.text_rope else None,
+        rope_vid=(as_vid(cos), as_vid(sin)),
+        rope_txt=(as_txt(cos), as_txt(sin)) if m.text_rope else None,
         mask=mask, attention_impl=m.attention_impl,
-        block_q=m.block_q, block_kv=m.block_kv)
+        block_q=m.block_q, block_kv=m.block_kv, context=n,
+        context_strategy=m.context_strategy)
 
   def run_blocks(self, vid_BxVxTxD, txt_BxGxLxD, ctx: BlockInputs):
     """All blocks: one scan over the stacked dual-stream parameters, then
