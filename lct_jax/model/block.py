@@ -37,6 +37,24 @@ class BlockInputs:
   context_strategy: str = "all_gather"
 
 
+def joint_attention(vid_qkv, txt_qkv, ctx: BlockInputs, vid_VT, txt_GL):
+  """One attention over [video ; text] in context-parallel (`striping`) order.
+
+  vid_qkv: (q, k, v) [B, V, T, H, Dh]; txt_qkv: [B, G, L, H, Dh].
+  Returns the outputs per stream in the same shapes.
+  """
+  n = ctx.context
+  joint = lambda a_v, a_t: constrain(
+      striping.stripe([
+          constrain(a_v, ("batch", None, "length", "act_heads", None)),
+          a_t], n), ("batch", "length", "act_heads", None))
+  q, k, v = (joint(a_v, a_t) for a_v, a_t in zip(vid_qkv, txt_qkv))
+  o = attention.attend(q, k, v, ctx.mask, impl=ctx.attention_impl,
+                       block_q=ctx.block_q, block_kv=ctx.block_kv,
+                       context_strategy=ctx.context_strategy)
+  return striping.unstripe(o, (tuple(vid_VT), tuple(txt_GL)), n)
+
+
 class JointAttention(nnx.Module):
   """Separate Q/K/V/out per stream, per-head RMS QK norm, one attention."""
 
@@ -111,16 +129,7 @@ class DualStreamBlock(nnx.Module):
     txt_in = modulate(layer_norm(txt_BxGxLxD), t_shift1, t_scale1)
     vid_qkv, txt_qkv = self.attn.project(vid_in, txt_in, ctx.rope_vid,
                                          ctx.rope_txt)
-    n = ctx.context
-    joint = lambda a_v, a_t: constrain(
-        striping.stripe([
-            constrain(a_v, ("batch", None, "length", "act_heads", None)),
-            a_t], n), ("batch", "length", "act_heads", None))
-    q, k, v = (joint(a_v, a_t) for a_v, a_t in zip(vid_qkv, txt_qkv))
-    o = attention.attend(q, k, v, ctx.mask, impl=ctx.attention_impl,
-                         block_q=ctx.block_q, block_kv=ctx.block_kv,
-                         context_strategy=ctx.context_strategy)
-    o_vid, o_txt = striping.unstripe(o, ((V, T), (G, L)), n)
+    o_vid, o_txt = joint_attention(vid_qkv, txt_qkv, ctx, (V, T), (G, L))
     vid_attn, txt_attn = self.attn.output(o_vid, o_txt)
     vid = vid_BxVxTxD + v_gate1[:, :, None] * vid_attn
     txt = txt_BxGxLxD + t_gate1[:, :, None] * txt_attn

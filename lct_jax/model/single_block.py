@@ -18,12 +18,10 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from lct_jax import attention
 from lct_jax.layout import apply_rope
-from lct_jax.model.block import BlockInputs
+from lct_jax.model.block import BlockInputs, joint_attention
 from lct_jax.model.layers import (AdaLNZero, RMSNorm, gelu_tanh, layer_norm,
                                   linear, modulate)
-from lct_jax.parallel import constrain
 
 
 class SingleAttention(nnx.Module):
@@ -41,7 +39,7 @@ class SingleAttention(nnx.Module):
     self.norm_k = RMSNorm(head_dim)
 
   def qkv(self, x_BxSxD, rope):
-    """-> q, k, v [B, S, H, Dh]; RoPE on q and k unless `rope` is None."""
+    """-> q, k, v [..., H, Dh]; RoPE on q and k unless `rope` is None."""
     heads = lambda z: z.reshape(*z.shape[:-1], self.num_heads, self.head_dim)
     q = self.norm_q(heads(self.to_q(x_BxSxD)))
     k = self.norm_k(heads(self.to_k(x_BxSxD)))
@@ -67,33 +65,24 @@ class SingleStreamBlock(nnx.Module):
 
   def __call__(self, vid_BxVxTxD: jax.Array, txt_BxGxLxD: jax.Array,
                ctx: BlockInputs) -> tuple[jax.Array, jax.Array]:
-    B, V, T, D = vid_BxVxTxD.shape
+    V, T = vid_BxVxTxD.shape[1:3]
     G, L = txt_BxGxLxD.shape[1:3]
     v_shift, v_scale, v_gate = self.norm(ctx.silu_c_vid_BxVxD)
     t_shift, t_scale, t_gate = self.norm(ctx.silu_c_txt_BxGxD)
-    vid_in = modulate(layer_norm(vid_BxVxTxD), v_shift, v_scale).reshape(
-        B, V * T, D)
-    txt_in = modulate(layer_norm(txt_BxGxLxD), t_shift, t_scale).reshape(
-        B, G * L, D)
+    vid_in = modulate(layer_norm(vid_BxVxTxD), v_shift, v_scale)
+    txt_in = modulate(layer_norm(txt_BxGxLxD), t_shift, t_scale)
 
-    # Joint attention over [video ; text] (diffusers' order).
-    q_v, k_v, v_v = self.attn.qkv(vid_in, ctx.rope_vid)
-    q_t, k_t, v_t = self.attn.qkv(txt_in, ctx.rope_txt)
-    cat = lambda a, b: jnp.concatenate([a, b], axis=1)
-    q, k, v = cat(q_v, q_t), cat(k_v, k_t), cat(v_v, v_t)
-    q = constrain(q, ("batch", "length", "act_heads", None))
-    k = constrain(k, ("batch", "length", "act_heads", None))
-    v = constrain(v, ("batch", "length", "act_heads", None))
-    o = attention.attend(q, k, v, ctx.mask, impl=ctx.attention_impl,
-                         block_q=ctx.block_q, block_kv=ctx.block_kv)
-    o_BxSxI = o.reshape(B, V * T + G * L, -1)
+    # Joint attention over [video ; text] (diffusers' order), in
+    # context-parallel order like the dual-stream block.
+    o_vid, o_txt = joint_attention(self.attn.qkv(vid_in, ctx.rope_vid),
+                                   self.attn.qkv(txt_in, ctx.rope_txt), ctx,
+                                   (V, T), (G, L))
+    flat = lambda o: o.reshape(*o.shape[:-2], -1)
 
     def branch(x_in, o_in):
       mlp = gelu_tanh(self.proj_mlp(x_in))
       return self.proj_out(jnp.concatenate([o_in, mlp], axis=-1))
 
-    vid_out = branch(vid_in, o_BxSxI[:, :V * T]).reshape(B, V, T, D)
-    txt_out = branch(txt_in, o_BxSxI[:, V * T:]).reshape(B, G, L, D)
-    vid = vid_BxVxTxD + v_gate[:, :, None] * vid_out
-    txt = txt_BxGxLxD + t_gate[:, :, None] * txt_out
+    vid = vid_BxVxTxD + v_gate[:, :, None] * branch(vid_in, flat(o_vid))
+    txt = txt_BxGxLxD + t_gate[:, :, None] * branch(txt_in, flat(o_txt))
     return vid, txt

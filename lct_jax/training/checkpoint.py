@@ -39,7 +39,7 @@ STATE, DATA, META = "state", "data", "meta"
 # between a save and a resume).
 MODEL_SECTIONS = ("model",)
 RUNTIME_FIELDS = ("attention_impl", "block_q", "block_kv", "remat_policy",
-                  "compute_dtype")
+                  "compute_dtype", "context_strategy")
 
 
 class CheckpointError(RuntimeError):
