@@ -90,3 +90,28 @@ def test_single_stream_layers_are_refused(setup):
     config = c
   with pytest.raises(NotImplementedError, match="num_single_layers"):
     kv_cache.check_supported(Fake())
+
+
+def test_director_matches_causal_generation(setup):
+  from lct_jax.sampling.interactive import Director
+  _, sampler, scene = setup
+  prompts = {f"p{i}": s for i, s in enumerate(scene.shots)}
+  prompts["global"] = scene
+  encode = lambda p: (prompts[p].text, prompts[p].text_len, None)
+  d = Director(sampler, "global", encode=encode)
+  first = d.propose("p0", frames=3, seed=99)
+  again = d.propose("p0", frames=3, seed=10)          # regenerate: new seed
+  assert rel_err(first.latents, again.latents) > 1e-3
+  d.accept(again)
+  d.accept(d.propose("p1", frames=1, seed=11))
+  last = d.propose("p2", frames=2, seed=12)
+  want = sampler.causal(scene)
+  for got, w in zip([t.latents for t in d.history] + [last.latents], want):
+    assert rel_err(got, w) <= 1e-6
+  # Choosing the history: shot 0 only, as a scene file's "history": [0].
+  pooled = Scene(scene.text, scene.text_len, scene.shots[:2] + [
+      Shot(scene.shots[2].text, 3, 2, seed=12, history=(0,))])
+  got = d.propose("p2", frames=2, seed=12, history=[0]).latents
+  assert rel_err(got, sampler.causal(pooled)[2]) <= 1e-6
+  with pytest.raises(ValueError, match="not accepted"):
+    d.propose("p2", history=[5])

@@ -37,7 +37,7 @@ def workdir(tmp_path_factory):
   ckpt.wait()
   ckpt.close()
   (wd / "config.json").write_text(c.to_json_best_effort(indent=1))
-  return wd, c
+  return wd, c, state
 
 
 def write_scene(path, **spec):
@@ -55,7 +55,7 @@ def run_sample(*args):
 
 
 def test_joint_sampling_writes_everything(workdir, tmp_path):
-  wd, c = workdir
+  wd, c, _ = workdir
   given = np.random.default_rng(0).uniform(
       -1, 1, (2, 16, 16, 3)).astype(np.float32)
   np.save(tmp_path / "first.npy", given)
@@ -86,7 +86,7 @@ def test_joint_sampling_writes_everything(workdir, tmp_path):
 
 
 def test_cli_errors_name_the_field(workdir, tmp_path):
-  wd, _ = workdir
+  wd, _, _ = workdir
   scene = write_scene(tmp_path / "s.json", shots=[{"prompt": "x"}], colour=1)
   proc = run_sample(f"--workdir={wd}", f"--scene={scene}")
   assert proc.returncode == 1 and "unknown key(s) ['colour']" in proc.stderr
@@ -111,7 +111,7 @@ def test_cli_errors_name_the_field(workdir, tmp_path):
      r"shots\[1\].history"),
 ])
 def test_bad_scene_files(workdir, tmp_path, spec, shape, match):
-  _, c = workdir
+  _, c, state = workdir
   if shape is not None:
     np.save(tmp_path / "m.npy", np.zeros(shape, np.float32))
   path = write_scene(tmp_path / "bad.json", **spec)
@@ -121,7 +121,7 @@ def test_bad_scene_files(workdir, tmp_path, spec, shape, match):
 
 
 def test_workdir_without_checkpoint(workdir, tmp_path):
-  _, c = workdir
+  _, c, state = workdir
   (tmp_path / "config.json").write_text(c.to_json_best_effort())
   with pytest.raises(CheckpointError, match="no checkpoint"):
     load.load_model(str(tmp_path))
@@ -134,3 +134,19 @@ def test_example_scene_files_parse():
       pytest.importorskip("PIL")
     scene, _ = scene_file.load(str(path), c, max_shots=c.scene.max_shots)
     assert scene.shots, path
+
+
+def test_train_periodic_samples(workdir, tmp_path):
+  from lct_jax.sampling import periodic
+  from lct_jax.training.state import abstract_model
+  _, c, state = workdir
+  c = c.copy_and_resolve_references()
+  c.sample.steps = 1
+  graphdef, _ = abstract_model(c)
+  out = periodic.write_samples(c, graphdef, state, str(tmp_path), 7)
+  assert out == str(tmp_path / "samples" / "7")
+  settings = json.loads((tmp_path / "samples" / "7" / "settings.json")
+                        .read_text())
+  n = len(settings["prompts"])
+  assert settings["step"] == 7 and 1 <= n <= c.scene.max_shots
+  assert (tmp_path / "samples" / "7" / f"shot_{n - 1:02d}.gif").exists()
