@@ -90,19 +90,21 @@ def main(argv):
                     cfg_scale=guidance, t_c=t_c)
 
   from tqdm import tqdm  # pylint: disable=g-import-not-at-top
+  from lct_jax.sampling import euler  # pylint: disable=g-import-not-at-top
   shots = len(scene.shots)
-  bar = tqdm(total=shots * steps, disable=not _PROGRESS.value, unit="step",
-             desc=f"{mode} ({shots} shots x {steps} steps)", file=sys.stderr)
-  tick = lambda k: bar.update(steps)
+  generated = sum(sh.latents is None for sh in scene.shots)
+  bar = tqdm(total=(shots if mode == "joint" else generated) * steps,
+             disable=not _PROGRESS.value, unit="step", file=sys.stderr,
+             desc=f"{mode}: {generated} of {shots} shots to generate")
   start = time.perf_counter()
   try:
-    if mode == "joint":
-      latents = sampler.joint(scene)
-      bar.update(shots * steps)
-    elif mode == "causal":
-      latents = sampler.causal(scene, progress=tick)
-    else:
-      latents = sampler.bidirectional_ar(scene, progress=tick)
+    with euler.progress_hook(lambda: bar.update(1)):
+      if mode == "joint":
+        latents = sampler.joint(scene)
+      elif mode == "causal":
+        latents = sampler.causal(scene)
+      else:
+        latents = sampler.bidirectional_ar(scene)
   except (ValueError, NotImplementedError) as e:
     fail(str(e))
   bar.close()

@@ -115,3 +115,46 @@ def test_director_matches_causal_generation(setup):
   assert rel_err(got, sampler.causal(pooled)[2]) <= 1e-6
   with pytest.raises(ValueError, match="not accepted"):
     d.propose("p2", history=[5])
+
+
+def test_cache_with_dummy_tokens_embeddings_and_legacy_layout():
+  """The other layouts: a real global dummy block, given text embeddings
+  with pooled vectors, and text_rope=False; one velocity evaluation of the
+  last shot against a cache of two, versus the full forward."""
+  import jax
+  import jax.numpy as jnp
+  from lct_jax import batch as batch_lib
+  c = tiny_config(global_dummy_tokens=True)
+  m = c.model
+  m.attention_mask, m.text_rope = "context_causal", False
+  m.text_mode, m.text_embed_dim, m.pooled_dim = "embeddings", 12, 6
+  model = MMDiT(c, rngs=nnx.Rngs(4))
+  graphdef, params = nnx.split(model, nnx.Param)
+  b = batch_lib.random_batch(c, 5, 2, min_shots=3)
+  b["num_frames"] = np.int32([[3, 1, 2], [1, 2, 3]])
+  b["text_len"] = np.int32([[2, 4, 1, 3], [4, 1, 2, 4]])
+  t = jnp.float32([[0.3, 0.5, 0.8], [0.1, 0.4, 0.9]])
+
+  def cached(p, b, t):
+    mdl = nnx.merge(graphdef, p)
+    cache = kv_cache.init_cache(mdl, b["text"][:, 0], b["text_len"][:, 0],
+                                b["pooled"][:, 0], capacity=2)
+    pool = jnp.ones((2, 2), bool)
+    for j in range(3):
+      v, kv = kv_cache.forward_shot(
+          mdl, cache, pool, b["latents"][:, j], t[:, j], b["text"][:, j + 1],
+          b["text_len"][:, j + 1], b["num_frames"][:, j],
+          b["pooled"][:, j + 1], collect_kv=j < 2)
+      if j < 2:
+        cache = cache.write(j, kv, b["text_len"][:, j + 1],
+                            b["num_frames"][:, j])
+    return v
+
+  full = jax.jit(lambda p, b, t: nnx.merge(graphdef, p)(
+      b["latents"], t, b["text"], b["text_len"], b["num_frames"],
+      pooled_BxGxP=b["pooled"]))
+  params = nnx.to_pure_dict(params)
+  want = np.asarray(full(params, b, t))[:, 2]
+  got = np.asarray(jax.jit(cached)(params, b, t))
+  for i, n in enumerate(b["num_frames"][:, 2]):
+    assert rel_err(got[i, :n], want[i, :n]) <= 1e-5

@@ -59,7 +59,10 @@ def run(setup, cond, t_cond, scale=1.0, use_cfg=False, latents=None):
 
 def test_one_euler_step_is_z_minus_v(setup):
   _, graphdef, params, b, eps, _ = setup
-  out = run(setup, [[False] * 3], [[0.0] * 3])
+  calls = []
+  with euler.progress_hook(lambda: calls.append(1)):
+    out = run(setup, [[False] * 3], [[0.0] * 3])
+  assert len(calls) == 1         # one Euler step reported to the host
   v = nnx.merge(graphdef, params)(eps, jnp.ones((1, 3)), b["text"],
                                   b["text_len"], b["num_frames"])
   want = np.asarray(eps - v)

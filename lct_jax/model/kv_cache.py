@@ -114,12 +114,13 @@ def _block_with_context(blk, vid, txt, silu_c_vid, silu_c_txt, rope_vid,
    t_gate2) = blk.norm1_context(silu_c_txt)
   vid_in = modulate(layer_norm(vid), v_shift1, v_scale1).reshape(B, V * T, D)
   txt_in = modulate(layer_norm(txt), t_shift1, t_scale1).reshape(B, G * L, D)
-  q_v = a.norm_q(a._heads(a.to_q(vid_in)))             # pylint: disable=protected-access
-  k_v = a.norm_k(a._heads(a.to_k(vid_in)))             # pylint: disable=protected-access
-  v_v = a._heads(a.to_v(vid_in))                       # pylint: disable=protected-access
-  q_t = a.norm_added_q(a._heads(a.add_q_proj(txt_in)))  # pylint: disable=protected-access
-  k_t = a.norm_added_k(a._heads(a.add_k_proj(txt_in)))  # pylint: disable=protected-access
-  v_t = a._heads(a.add_v_proj(txt_in))                 # pylint: disable=protected-access
+  heads = lambda x: x.reshape(*x.shape[:-1], a.num_heads, a.head_dim)
+  q_v = a.norm_q(heads(a.to_q(vid_in)))
+  k_v = a.norm_k(heads(a.to_k(vid_in)))
+  v_v = heads(a.to_v(vid_in))
+  q_t = a.norm_added_q(heads(a.add_q_proj(txt_in)))
+  k_t = a.norm_added_k(heads(a.add_k_proj(txt_in)))
+  v_t = heads(a.add_v_proj(txt_in))
   own_kv = (k_v, v_v, k_t, v_t)
   q_v, k_v_rot = _rope(q_v, rope_vid), _rope(k_v, rope_vid)
   q_t, k_t_rot = _rope(q_t, rope_txt), _rope(k_t, rope_txt)
@@ -183,7 +184,10 @@ def init_cache(model, text_BxL, text_len_B, pooled_BxP=None, *,
                                guidance_B)
   silu_c = jax.nn.silu(c_BxGxD)                         # [B, 1, D]
   g1 = _cached_geometry(model, capacity)
-  layout = build_layout(g1, jnp.pad(text_len_B[:, None], ((0, 0), (0, 1 + capacity))),
+  # Only group 0 is present: the other groups are empty (no advance).
+  text_len_BxG = jnp.pad(jnp.asarray(text_len_B, jnp.int32)[:, None],
+                         ((0, 0), (0, 1 + capacity)))
+  layout = build_layout(g1, text_len_BxG,
                         jnp.zeros((B, 1 + capacity), jnp.int32),
                         text_rope=m.text_rope)
   cos, sin = rope_tables(layout.pos_BxSx3, m.rope_axes_dim, m.rope_theta)
@@ -201,7 +205,8 @@ def init_cache(model, text_BxL, text_len_B, pooled_BxP=None, *,
   empty = jnp.zeros((depth, B, 0, H, Dh), dtype)
   _, _, kv = _run_layers(
       model, dummy, txt, silu_c[:, :(1 if Td else 0)], silu_c,
-      (cos[:, :Td], sin[:, :Td]), _text_rope(model, cos, sin, slice(Sv, Sv + L)),
+      (cos[:, :Td], sin[:, :Td]),
+      _text_rope(model, cos, sin, slice(Sv, Sv + L)),
       None, None, (empty, empty, empty, empty), mask, collect_kv=True)
   gvk, gvv, gtk, gtv = kv
   C = capacity
@@ -248,7 +253,7 @@ def forward_shot(model, cache: KVCache, pool_BxC, latents_BxFxHxWxC, t_B,
        jnp.asarray(num_frames_B, jnp.int32)[:, None]], axis=1)
   layout = build_layout(g1, text_len_BxG, frames_BxN, text_rope=m.text_rope)
   cos, sin = rope_tables(layout.pos_BxSx3, m.rope_axes_dim, m.rope_theta)
-  Sv, Td = g1.video_len, (T if geom.global_dummy_tokens else 0)
+  Sv = g1.video_len
   ctx_v = slice(0, Sv - T)                 # dummy + C slots of video
   ctx_t = slice(Sv, Sv + (1 + C) * L)      # global + C slots of text
   own_v, own_t = slice(Sv - T, Sv), slice(g1.seq_len - L, g1.seq_len)
@@ -264,7 +269,6 @@ def forward_shot(model, cache: KVCache, pool_BxC, latents_BxFxHxWxC, t_B,
       jnp.concatenate([cache.glob_vid_v, flat(cache.vid_v)], axis=2),
       jnp.concatenate([cache.glob_txt_k, flat(cache.txt_k)], axis=2),
       jnp.concatenate([cache.glob_txt_v, flat(cache.txt_v)], axis=2))
-  del Td
   vid = model.x_embedder(latents_BxFxHxWxC[:, None].astype(dtype), m.patch_t,
                          m.patch)                       # [B, 1, T, D]
   vid, _, kv = _run_layers(

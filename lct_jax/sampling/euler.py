@@ -16,8 +16,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lct_jax.diffusion import flow
-
 
 def timesteps(steps: int, shift: float = 1.0) -> np.ndarray:
   """float32 [steps + 1] from 1 down to 0 (both ends exact)."""
@@ -30,6 +28,32 @@ def timesteps(steps: int, shift: float = 1.0) -> np.ndarray:
   return t.astype(np.float32)
 
 
+# Progress over Euler steps from inside jitted code: every step calls
+# `_tick` on the host (jax.debug.callback), which forwards to the hooks that
+# `progress_hook` registers (sample.py's progress bar). Compiled code does not
+# depend on whether a hook is registered, so it is compiled once either way.
+_HOOKS: list = []
+
+
+def _tick():
+  for hook in _HOOKS:
+    hook()
+
+
+class progress_hook:  # pylint: disable=invalid-name
+  """Context manager: `fn()` is called after every Euler step run inside."""
+
+  def __init__(self, fn):
+    self.fn = fn
+
+  def __enter__(self):
+    _HOOKS.append(self.fn)
+    return self
+
+  def __exit__(self, *exc):
+    _HOOKS.remove(self.fn)
+
+
 def sample(velocity_fn: Callable[[jax.Array, jax.Array], jax.Array],
            z_init: jax.Array, ts: jax.Array) -> jax.Array:
   """Integrates dz/dt = velocity_fn(z, t) along `ts` (a lax.scan: one
@@ -39,7 +63,9 @@ def sample(velocity_fn: Callable[[jax.Array, jax.Array], jax.Array],
   def step(z, t_pair):
     t, t_next = t_pair
     v = velocity_fn(z, t)
-    return z + (t_next - t).astype(z.dtype) * v.astype(z.dtype), None
+    z = z + (t_next - t).astype(z.dtype) * v.astype(z.dtype)
+    jax.debug.callback(_tick)
+    return z, None
 
   z, _ = jax.lax.scan(step, z_init, (ts[:-1], ts[1:]))
   return z
@@ -78,6 +104,3 @@ def noise_like_shot(key: jax.Array, shot_index, shape, dtype=jnp.float32):
   shot draws the same noise whichever slot or mode it is generated in."""
   return jax.random.normal(jax.random.fold_in(key, shot_index), shape, dtype)
 
-
-__all__ = ["timesteps", "sample", "guide", "null_text", "with_uncond",
-           "noise_like_shot", "flow"]

@@ -117,7 +117,7 @@ class Sampler:
   def _scene_batch(self, scene: Scene, shots: list[Shot], latents: list):
     """A batch of one scene holding `shots` in slots 1..len(shots)."""
     g, m = self.geom, self.config.model
-    N, L = g.max_shots, g.max_text_len
+    N = g.max_shots
     text = np.zeros((1, N + 1) + scene.text.shape, scene.text.dtype)
     text_len = np.zeros((1, N + 1), np.int32)
     text[0, 0], text_len[0, 0] = scene.text, scene.text_len
@@ -136,7 +136,6 @@ class Sampler:
       for i, s in enumerate(shots):
         pooled[0, i + 1] = s.pooled
       batch["pooled"] = pooled
-    del L
     return batch
 
   def _joint_call(self, batch, cond, t_cond, eps_gen, eps_cond):
@@ -154,7 +153,7 @@ class Sampler:
                        f"{bad} are not earlier shots (0..{k - 1})")
     return sorted(set(shot.history))
 
-  # --- modes --------------------------------------------------------------------
+  # --- modes ----------------------------------------------------------------
   def joint(self, scene: Scene) -> list[np.ndarray]:
     """All shots at once; given shots are conditions (returned as given)."""
     n = len(scene.shots)
@@ -173,7 +172,7 @@ class Sampler:
     out = self._joint_call(batch, cond, t_cond, eps_gen, eps_cond)
     return [out[0, i] for i in range(n)]
 
-  def bidirectional_ar(self, scene: Scene, progress=None) -> list[np.ndarray]:
+  def bidirectional_ar(self, scene: Scene) -> list[np.ndarray]:
     """Shot after shot; the history pool re-run as conditions every step."""
     done: list[np.ndarray] = []
     for k, shot in enumerate(scene.shots):
@@ -183,8 +182,6 @@ class Sampler:
       pool = self._history(shot, k)
       self.check(scene, window=len(pool) + 1)
       done.append(self.ar_step(scene, pool, done, shot))
-      if progress:
-        progress(k)
     return done
 
   def ar_step(self, scene: Scene, pool: list[int], done: list, shot: Shot):
@@ -205,7 +202,7 @@ class Sampler:
     out = self._joint_call(batch, cond, t_cond, eps_gen, eps_cond)
     return out[0, len(pool)]
 
-  # --- causal: cache primitives (also the interactive API's) -------------------
+  # --- causal: cache primitives (also the interactive API's) ------------------
   def new_cache(self, scene: Scene):
     init_fn, _, _ = causal_lib.jitted(self.graphdef)
     pooled = None if scene.pooled is None else jnp.asarray(scene.pooled)[None]
@@ -250,7 +247,7 @@ class Sampler:
                      jnp.asarray([shot.num_frames], jnp.int32),
                      use_cfg=self.use_cfg, guidance_B=self.guidance_B)
 
-  def causal(self, scene: Scene, progress=None) -> list[np.ndarray]:
+  def causal(self, scene: Scene) -> list[np.ndarray]:
     """Shot after shot against the KV cache; shot k lives in slot k."""
     n = len(scene.shots)
     if n > self.capacity + 1:
@@ -270,6 +267,4 @@ class Sampler:
       done.append(z)
       if k < n - 1:     # the last shot conditions nothing: no encode
         cache = self.encode_cached(cache, k, pool, shot, z)
-      if progress:
-        progress(k)
     return done

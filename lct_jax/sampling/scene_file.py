@@ -220,6 +220,9 @@ def load(path: str, config, *, max_shots: int | None = None
       file = os.path.join(base, sh["condition"])
       x = read_media(file, f"{where}.condition", path)
       frames = sh.get("frames", len(x))
+      if isinstance(frames, int) and frames > len(x):
+        raise SceneFileError(f"{path}: {where}.frames={frames} but the "
+                             f"condition {file!r} has {len(x)} frames")
       latents = _check_media(x, file.endswith(".npy"), config,
                              f"{where}.condition", file, path)
     if (not isinstance(frames, int) or isinstance(frames, bool)
