@@ -30,6 +30,13 @@ _PROGRESS = flags.DEFINE_bool("progress", True, "Show a progress bar.")
 _LOG_BATCHES = flags.DEFINE_bool(
     "log_batches", False, "Append each step's scene ids to "
     "<workdir>/batches-<process>.jsonl (reproducibility audits).")
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address", None, "With train.distributed: host:port of "
+    "process 0 (default: detected from the cluster environment).")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None,
+                                      "With train.distributed: process count.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None,
+                                   "With train.distributed: this process.")
 _SIGNAL_AT = flags.DEFINE_string(
     "testing_signal_at", "", "Testing only: 'STEP:SIGNAL' (e.g. 5:KILL) sends "
     "the signal to this process after that step.")
@@ -70,7 +77,10 @@ def main(argv):
     return
   if config.train.distributed:
     import jax  # pylint: disable=g-import-not-at-top
-    jax.distributed.initialize()   # coordinator etc. from the environment
+    # Unset flags: detected from the cluster (TPU pod, SLURM, ...).
+    jax.distributed.initialize(coordinator_address=_COORDINATOR.value,
+                               num_processes=_NUM_PROCESSES.value,
+                               process_id=_PROCESS_ID.value)
   from lct_jax.training import loop  # pylint: disable=g-import-not-at-top
   result = loop.train(config, _WORKDIR.value, progress=_PROGRESS.value,
                       log_batches=_LOG_BATCHES.value,

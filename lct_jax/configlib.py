@@ -11,6 +11,8 @@ import ml_collections
 from lct_jax.layout import rope
 
 ATTENTION_MASKS = ("bidirectional", "context_causal")
+ATTENTION_IMPLS = ("auto", "dense", "blockwise", "cudnn", "splash")
+CONTEXT_STRATEGIES = ("ring", "all_gather", "ulysses")
 REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch")
 TEXT_MODES = ("tokens", "embeddings")
 DECAYS = ("cosine", "linear", "constant")
@@ -29,7 +31,11 @@ def base_config() -> ml_collections.ConfigDict:
   m.num_heads = 4
   m.head_dim = 32
   m.depth = 2                     # dual-stream blocks (scanned)
-  m.num_single_layers = 0         # single-stream blocks: parity issue
+  m.num_single_layers = 0         # single-stream blocks after the dual ones
+                                  # (HunyuanVideo: 40); scanned too
+  m.num_refiner_layers = 0        # HunyuanVideo text token refiner blocks
+                                  # after proj_in, per group at its own t_g
+                                  # (HunyuanVideo: 2); 0 = no refiner
   m.mlp_ratio = 4.0
   m.in_channels = 4               # latent channels
   m.out_channels = 0              # 0: same as in_channels
@@ -48,9 +54,16 @@ def base_config() -> ml_collections.ConfigDict:
   m.global_timestep = 0.0         # t of the global prompt group (clean)
   m.zero_init = True              # adaLN-Zero: gates and output start at 0
   m.attention_mask = "bidirectional"   # or context_causal (causal stage)
-  m.attention_impl = "auto"       # auto | dense | blockwise
+  m.attention_impl = "auto"       # auto (cudnn on GPU, splash on TPU, else
+                                  # blockwise) | dense | blockwise | cudnn |
+                                  # splash
   m.block_q = 512
   m.block_kv = 512
+  # How attention runs when mesh.context > 1 (lct_jax/attention/context.py):
+  # ring (K/V passed around the context devices, memory 1/n), all_gather
+  # (K/V gathered: simplest, whole-sequence K/V per device) or ulysses
+  # (all_to_all sequence <-> heads; heads per tensor shard % context == 0).
+  m.context_strategy = "ring"
   m.remat_policy = "full"         # none | full | dots | dots_no_batch
   m.compute_dtype = "float32"     # params stay float32; activations in this
 
@@ -177,11 +190,16 @@ def validate(c: ml_collections.ConfigDict) -> None:
     raise ValueError(f"model.{e}") from None
   choice("model.attention_mask", m.attention_mask, ATTENTION_MASKS)
   choice("model.remat_policy", m.remat_policy, REMAT_POLICIES)
+  choice("model.context_strategy", m.context_strategy, CONTEXT_STRATEGIES)
+  choice("model.attention_impl", m.attention_impl, ATTENTION_IMPLS)
   choice("model.text_mode", m.text_mode, TEXT_MODES)
   choice("model.compute_dtype", m.compute_dtype, DTYPES)
   choice("optim.decay", c.optim.decay, DECAYS)
   if m.depth < 1:
     raise ValueError(f"model.depth={m.depth} must be >= 1")
+  for name in ("num_single_layers", "num_refiner_layers"):
+    if m[name] < 0:
+      raise ValueError(f"model.{name}={m[name]} must be >= 0")
   if m.text_mode == "embeddings" and m.use_pooled_text and m.pooled_dim < 1:
     raise ValueError("model.pooled_dim must be set (> 0) when "
                      "model.text_mode='embeddings' and model.use_pooled_text")

@@ -118,9 +118,10 @@ def test_director_matches_causal_generation(setup):
 
 
 def test_cache_with_dummy_tokens_embeddings_and_legacy_layout():
-  """The other layouts: a real global dummy block, given text embeddings
-  with pooled vectors, and text_rope=False; one velocity evaluation of the
-  last shot against a cache of two, versus the full forward."""
+  """The other layouts and options: a real global dummy block, given text
+  embeddings with pooled vectors, the token refiner, and text_rope=False;
+  one velocity evaluation of the last shot against a cache of two, versus
+  the full forward."""
   import jax
   import jax.numpy as jnp
   from lct_jax import batch as batch_lib
@@ -128,6 +129,7 @@ def test_cache_with_dummy_tokens_embeddings_and_legacy_layout():
   m = c.model
   m.attention_mask, m.text_rope = "context_causal", False
   m.text_mode, m.text_embed_dim, m.pooled_dim = "embeddings", 12, 6
+  m.num_refiner_layers = 1
   model = MMDiT(c, rngs=nnx.Rngs(4))
   graphdef, params = nnx.split(model, nnx.Param)
   b = batch_lib.random_batch(c, 5, 2, min_shots=3)

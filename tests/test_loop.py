@@ -198,6 +198,22 @@ def test_causal_stage_starts_from_the_bidirectional_checkpoint(straight_run,
     load_params(str(tmp_path / "nope"), abstract.params)
 
 
+def test_init_from_takes_a_converted_params_checkpoint(tmp_path):
+  """`python -m lct_jax.convert import` writes <dir>/params + config.json."""
+  from lct_jax.convert.checkpoint import save_params  # pylint: disable=g-import-not-at-top
+  from lct_jax.training import init_model  # pylint: disable=g-import-not-at-top
+  c = config("text_rope")
+  _, params = init_model(c, seed=7)
+  save_params(str(tmp_path / "converted"), params, c)
+  c.train.init_from = str(tmp_path / "converted")
+  mesh = make_mesh(c.mesh)
+  abstract = placement.abstract_state(c)
+  state, _, _, _ = loop._initial_state(   # pylint: disable=protected-access
+      c, mesh, Checkpointer(str(tmp_path / "run")), abstract,
+      placement.state_shardings(c, mesh, abstract))
+  assert_same_state(state.params, params)
+
+
 class NaNAt:
   """Wraps make_pipeline: the batch of step `k` gets a NaN latent."""
 

@@ -1,4 +1,5 @@
-"""Attention under scene group masks: one dispatcher, dense and blockwise."""
+"""Attention under scene group masks: one dispatcher; dense, blockwise,
+context-parallel and accelerator kernels."""
 from lct_jax.attention.blockwise import attend_blockwise
 from lct_jax.attention.blockwise import tile_schedule
 from lct_jax.attention.dense import attend_dense

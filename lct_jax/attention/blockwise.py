@@ -16,144 +16,62 @@ Tile skipping has two parts:
 Internally tensors are [B, H, S, D] so that a tile is a slice of axis 2;
 in tile code Q and K stand for the tile lengths block_q and block_kv.
 """
-import dataclasses
-
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax import lax
 
 from lct_jax.attention import mask as mask_lib
+from lct_jax.attention.plan import (Plan, make_plan, pad_ids,  # pylint: disable=unused-import
+                                    plan_one, tile_schedule)
 
 # Finite, so that fully masked rows give 0 - 0 = 0 rather than inf - inf = NaN.
 MASK_VALUE = -1e30
-# Group ids of padding. A padded query row has the smallest id, so under the
-# causal rule it attends nothing and never raises a tile's max; a padded key
-# has the largest id, so it never makes a tile needed.
-_PAD_Q_GROUP = np.iinfo(np.int32).min
-_PAD_KV_GROUP = np.iinfo(np.int32).max
 
 
-def _round_up(x: int, multiple: int) -> int:
-  return -(-x // multiple) * multiple
+def _group_ids(plan: Plan, ids):
+  """(q ids [Sq_pad], kv ids [Sk_pad]): the plan's constants, or `ids`.
 
-
-def _check_block(name: str, block) -> int:
-  if isinstance(block, bool) or not isinstance(block, (int, np.integer)):
-    raise ValueError(f"{name} must be a positive int, got {block!r}.")
-  if block <= 0:
-    raise ValueError(f"{name} must be a positive int, got {block}.")
-  return int(block)
-
-
-def _even_tiles(length: int, block: int, align: int = 8) -> int:
-  """Tile size <= block splitting `length` into equal tiles, 8-aligned.
-
-  Alignment (a multiple of 8 rows) keeps tiles friendly to accelerator
-  matmuls; blocks smaller than 8 are used as they are (tests, tiny inputs).
+  Context parallelism passes ids as traced arrays when the devices' chunks
+  differ (each device slices its own); the schedule is then a union over
+  devices and `_tile_needed` skips the rest at run time.
   """
-  if length <= block:
-    return max(1, length)
-  num_tiles = -(-length // block)
-  tile = -(-length // num_tiles)
-  if block >= align:
-    tile = min(_round_up(tile, align), block)
-  return tile
+  if ids is None:
+    return jnp.asarray(plan.q_group_pad), jnp.asarray(plan.kv_group_pad)
+  return ids
 
 
-def _pad_ids(ids: np.ndarray, padded_len: int, fill: int) -> np.ndarray:
-  out = np.full((padded_len,), fill, dtype=np.int32)
-  out[:ids.shape[0]] = ids
-  return out
-
-
-@dataclasses.dataclass(frozen=True, eq=False)
-class _Plan:
-  """Everything static about one call: block sizes, padded ids, schedule."""
-  block_q: int
-  block_kv: int
-  causal: bool
-  q_group_pad: np.ndarray   # int32 [Sq_pad]
-  kv_group_pad: np.ndarray  # int32 [Sk_pad]
-  pairs: np.ndarray         # int32 [P, 2] (q tile, kv tile), sorted by q tile
-
-  @property
-  def q_len_pad(self) -> int:
-    return self.q_group_pad.shape[0]
-
-  @property
-  def kv_len_pad(self) -> int:
-    return self.kv_group_pad.shape[0]
-
-
-def _make_plan(q_group, kv_group, block_q: int, block_kv: int,
-               causal: bool) -> _Plan:
-  """Clamps blocks, pads group ids and lists the tile pairs to visit."""
-  q_group = np.asarray(q_group, dtype=np.int32)
-  kv_group = np.asarray(kv_group, dtype=np.int32)
-  block_q = _check_block("block_q", block_q)
-  block_kv = _check_block("block_kv", block_kv)
-  # The blocks are upper bounds: use as few tiles as they allow, of equal
-  # size, so padding stays under one alignment unit per tile (1104 tokens at
-  # block 512: 3 tiles of 368, not 1536 padded tokens and 2.2x the work).
-  block_q = _even_tiles(q_group.shape[0], block_q)
-  block_kv = _even_tiles(kv_group.shape[0], block_kv)
-  q_group_pad = _pad_ids(q_group, _round_up(q_group.shape[0], block_q),
-                         _PAD_Q_GROUP)
-  kv_group_pad = _pad_ids(kv_group, _round_up(kv_group.shape[0], block_kv),
-                          _PAD_KV_GROUP)
-  num_q_tiles = q_group_pad.shape[0] // block_q
-  num_kv_tiles = kv_group_pad.shape[0] // block_kv
-  if causal:
-    # A pair is needed iff some key of the kv tile has a group <= the
-    # largest query group of the q tile.
-    q_max_Nq = q_group_pad.reshape(num_q_tiles, block_q).max(axis=1)
-    kv_min_Nk = kv_group_pad.reshape(num_kv_tiles, block_kv).min(axis=1)
-    needed_NqxNk = kv_min_Nk[None, :] <= q_max_Nq[:, None]
-  else:
-    needed_NqxNk = np.ones((num_q_tiles, num_kv_tiles), dtype=bool)
-  # np.nonzero walks row-major, so pairs come sorted by q tile.
-  q_tiles, kv_tiles = np.nonzero(needed_NqxNk)
-  pairs = np.stack([q_tiles, kv_tiles], axis=1).astype(np.int32)
-  return _Plan(block_q, block_kv, bool(causal), q_group_pad, kv_group_pad,
-               pairs.reshape(-1, 2))
-
-
-def tile_schedule(q_group, kv_group, block_q: int, block_kv: int,
-                  causal: bool) -> np.ndarray:
-  """int32 [P, 2]: the (q tile, kv tile) pairs the kernel visits, by q tile.
-
-  Blocks are upper bounds, turned into equal tiles (`_even_tiles`) and the
-  lengths padded up to a multiple of the tiles, exactly as
-  `attend_blockwise` does.
-  """
-  if np.asarray(q_group).size == 0 or np.asarray(kv_group).size == 0:
-    return np.zeros((0, 2), dtype=np.int32)
-  return _make_plan(q_group, kv_group, block_q, block_kv, causal).pairs
-
-
-def _tile_allowed(plan: _Plan, kv_valid_BxSk, q_start, kv_start):
+def _tile_allowed(plan: Plan, ids, kv_valid_BxSk, q_start, kv_start):
   """bool, broadcastable to [B, H, bq, bk]: the mask of one tile."""
   valid_Bxbk = lax.dynamic_slice_in_dim(kv_valid_BxSk, kv_start, plan.block_kv,
                                         axis=1)
   allowed = valid_Bxbk[:, None, None, :]
   if plan.causal:
-    # Constants: the ids are static; only the slice position is dynamic.
-    q_group_bq = lax.dynamic_slice_in_dim(jnp.asarray(plan.q_group_pad),
-                                          q_start, plan.block_q)
-    kv_group_bk = lax.dynamic_slice_in_dim(jnp.asarray(plan.kv_group_pad),
-                                           kv_start, plan.block_kv)
+    q_ids, kv_ids = _group_ids(plan, ids)
+    q_group_bq = lax.dynamic_slice_in_dim(q_ids, q_start, plan.block_q)
+    kv_group_bk = lax.dynamic_slice_in_dim(kv_ids, kv_start, plan.block_kv)
     causal_bqxbk = kv_group_bk[None, :] <= q_group_bq[:, None]
     allowed = allowed & causal_bqxbk[None, None]
   return allowed
 
 
-def _tile_has_valid_key(plan: _Plan, kv_valid_BxSk) -> jax.Array:
-  """bool [Nk]: whether kv tile j holds a valid key in any batch element."""
+def _tile_needed(plan: Plan, ids, kv_valid_BxSk):
+  """(pair -> bool): run-time skip of a scheduled (q tile, kv tile) pair.
+
+  Always: the kv tile holds a valid key in some batch element. With traced
+  ids also the causal rule, which the static schedule could only check for
+  the union of the devices.
+  """
   batch = kv_valid_BxSk.shape[0]
   num_kv_tiles = plan.kv_len_pad // plan.block_kv
-  return kv_valid_BxSk.reshape(batch, num_kv_tiles, plan.block_kv).any(
+  has_valid_Nk = kv_valid_BxSk.reshape(batch, num_kv_tiles, plan.block_kv).any(
       axis=(0, 2))
+  if ids is None or not plan.causal:
+    return lambda pair: has_valid_Nk[pair[1]]
+  q_ids, kv_ids = ids
+  q_max_Nq = q_ids.reshape(-1, plan.block_q).max(axis=1)
+  kv_min_Nk = kv_ids.reshape(-1, plan.block_kv).min(axis=1)
+  return lambda pair: has_valid_Nk[pair[1]] & (kv_min_Nk[pair[1]] <=
+                                               q_max_Nq[pair[0]])
 
 
 def _full_f32(shape, fill, *refs):
@@ -178,12 +96,18 @@ def _update(x, tile, start):
   return lax.dynamic_update_slice_in_dim(x, tile, start, axis=2)
 
 
-def _forward(plan: _Plan, q_BxHxSqxD, k_BxHxSkxD, v_BxHxSkxD, kv_valid_BxSk):
-  """Online softmax over the scheduled tiles; returns (o, logsumexp)."""
+def forward(plan: Plan, q_BxHxSqxD, k_BxHxSkxD, v_BxHxSkxD, kv_valid_BxSk,
+            ids=None, f32_out: bool = False):
+  """Online softmax over the scheduled tiles; returns (o, logsumexp).
+
+  Rows that attend nothing get o = 0 and lse = MASK_VALUE (weight 0 when
+  partial results are merged, as ring attention does). `f32_out` keeps o
+  in float32 for such merges instead of casting to q's dtype.
+  """
   batch, heads, q_len, head_dim = q_BxHxSqxD.shape
   scale = 1.0 / (head_dim ** 0.5)
   bq, bk = plan.block_q, plan.block_kv
-  has_valid_Nk = _tile_has_valid_key(plan, kv_valid_BxSk)
+  needed = _tile_needed(plan, ids, kv_valid_BxSk)
 
   def tile_update(q_bq, k_bk, v_bk, allowed, o_bq, m_bq, l_bq):
     s_BxHxQxK = jnp.einsum("bhqd,bhkd->bhqk", q_bq, k_bk,
@@ -208,10 +132,10 @@ def _forward(plan: _Plan, q_BxHxSqxD, k_BxHxSkxD, v_BxHxSkxD, kv_valid_BxSk):
     o_acc, m_acc, l_acc = carry
     q_start, kv_start = pair[0] * bq, pair[1] * bk
     o_bq, m_bq, l_bq = lax.cond(
-        has_valid_Nk[pair[1]], tile_update, skip,
+        needed(pair), tile_update, skip,
         _slice(q_BxHxSqxD, q_start, bq), _slice(k_BxHxSkxD, kv_start, bk),
         _slice(v_BxHxSkxD, kv_start, bk),
-        _tile_allowed(plan, kv_valid_BxSk, q_start, kv_start),
+        _tile_allowed(plan, ids, kv_valid_BxSk, q_start, kv_start),
         _slice(o_acc, q_start, bq), _slice(m_acc, q_start, bq),
         _slice(l_acc, q_start, bq))
     carry = (_update(o_acc, o_bq, q_start), _update(m_acc, m_bq, q_start),
@@ -223,25 +147,35 @@ def _forward(plan: _Plan, q_BxHxSqxD, k_BxHxSkxD, v_BxHxSkxD, kv_valid_BxSk):
           _full_f32((batch, heads, q_len), MASK_VALUE, *refs),
           _full_f32((batch, heads, q_len), 0.0, *refs))
   (o_acc, m_acc, l_acc), _ = lax.scan(body, init, jnp.asarray(plan.pairs))
-  # l == 0 exactly when a row attended nothing: output 0, and any finite lse
+  # l == 0 exactly when a row attended nothing: output 0, and a finite lse
   # (the backward zeroes that row's probabilities through the mask anyway).
   has_keys = l_acc > 0
   o = o_acc / jnp.where(has_keys, l_acc, 1.0)[..., None]
   lse = jnp.where(has_keys, m_acc + jnp.log(jnp.where(has_keys, l_acc, 1.0)),
-                  0.0)
-  return o.astype(q_BxHxSqxD.dtype), lse
+                  MASK_VALUE)
+  return o if f32_out else o.astype(q_BxHxSqxD.dtype), lse
 
 
-def _backward(plan: _Plan, q_BxHxSqxD, k_BxHxSkxD, v_BxHxSkxD, kv_valid_BxSk,
-              o_BxHxSqxD, lse_BxHxSq, do_BxHxSqxD):
-  """FlashAttention-2 backward over the same tile schedule."""
+def backward(plan: Plan, q_BxHxSqxD, k_BxHxSkxD, v_BxHxSkxD, kv_valid_BxSk,
+             o_BxHxSqxD, lse_BxHxSq, do_BxHxSqxD, ids=None, dlse_BxHxSq=None,
+             f32_out: bool = False):
+  """FlashAttention-2 backward over the same tile schedule.
+
+  `o` and `lse` may be those of a larger key set of which this call sees a
+  part (ring attention): the result is then that part's contribution to
+  dq and the full dk, dv of the keys given. `dlse` is a cotangent of the
+  logsumexp output, if it has one (d lse_i / d s_ij = p_ij). `f32_out`
+  returns float32 gradients (for sums over ring steps).
+  """
   head_dim = q_BxHxSqxD.shape[-1]
   scale = 1.0 / (head_dim ** 0.5)
   bq, bk = plan.block_q, plan.block_kv
-  has_valid_Nk = _tile_has_valid_key(plan, kv_valid_BxSk)
+  needed = _tile_needed(plan, ids, kv_valid_BxSk)
   # D_i = sum_j P_ij dP_ij = rowsum(dO * O): the softmax Jacobian's correction.
   delta_BxHxSq = jnp.sum(do_BxHxSqxD.astype(jnp.float32) *
                          o_BxHxSqxD.astype(jnp.float32), axis=-1)
+  if dlse_BxHxSq is not None:
+    delta_BxHxSq = delta_BxHxSq - dlse_BxHxSq.astype(jnp.float32)
 
   def tile_grads(q_bq, k_bk, v_bk, do_bq, lse_bq, delta_bq, allowed,
                  dq_bq, dk_bk, dv_bk):
@@ -271,11 +205,11 @@ def _backward(plan: _Plan, q_BxHxSqxD, k_BxHxSkxD, v_BxHxSkxD, kv_valid_BxSk,
     dq_acc, dk_acc, dv_acc = carry
     q_start, kv_start = pair[0] * bq, pair[1] * bk
     dq_bq, dk_bk, dv_bk = lax.cond(
-        has_valid_Nk[pair[1]], tile_grads, skip,
+        needed(pair), tile_grads, skip,
         _slice(q_BxHxSqxD, q_start, bq), _slice(k_BxHxSkxD, kv_start, bk),
         _slice(v_BxHxSkxD, kv_start, bk), _slice(do_BxHxSqxD, q_start, bq),
         _slice(lse_BxHxSq, q_start, bq), _slice(delta_BxHxSq, q_start, bq),
-        _tile_allowed(plan, kv_valid_BxSk, q_start, kv_start),
+        _tile_allowed(plan, ids, kv_valid_BxSk, q_start, kv_start),
         _slice(dq_acc, q_start, bq), _slice(dk_acc, kv_start, bk),
         _slice(dv_acc, kv_start, bk))
     carry = (_update(dq_acc, dq_bq, q_start), _update(dk_acc, dk_bk, kv_start),
@@ -288,27 +222,63 @@ def _backward(plan: _Plan, q_BxHxSqxD, k_BxHxSkxD, v_BxHxSkxD, kv_valid_BxSk,
           _full_f32(k_BxHxSkxD.shape, 0.0, *refs),
           _full_f32(v_BxHxSkxD.shape, 0.0, *refs))
   (dq, dk, dv), _ = lax.scan(body, init, jnp.asarray(plan.pairs))
+  if f32_out:
+    return dq, dk, dv
   return (dq.astype(q_BxHxSqxD.dtype), dk.astype(k_BxHxSkxD.dtype),
           dv.astype(v_BxHxSkxD.dtype))
 
 
-def _make_kernel(plan: _Plan):
-  """A custom_vjp attention on padded [B, H, S, D] inputs for one plan."""
+def _make_kernel(plan: Plan):
+  """A custom_vjp attention on padded [B, H, S, D] inputs for one plan.
+
+  `ids` is None (the plan's static group ids) or traced (q ids, kv ids),
+  padded like the plan's; see `_group_ids`.
+  """
 
   @jax.custom_vjp
-  def kernel(q, k, v, kv_valid):
-    return _forward(plan, q, k, v, kv_valid)[0]
+  def kernel(q, k, v, kv_valid, ids):
+    return forward(plan, q, k, v, kv_valid, ids)[0]
 
-  def kernel_fwd(q, k, v, kv_valid):
-    o, lse = _forward(plan, q, k, v, kv_valid)
-    return o, (q, k, v, kv_valid, o, lse)
+  def kernel_fwd(q, k, v, kv_valid, ids):
+    o, lse = forward(plan, q, k, v, kv_valid, ids)
+    return o, (q, k, v, kv_valid, ids, o, lse)
 
   def kernel_bwd(residuals, do):
-    dq, dk, dv = _backward(plan, *residuals, do)
-    return dq, dk, dv, None  # kv_valid is boolean: no cotangent.
+    q, k, v, kv_valid, ids, o, lse = residuals
+    dq, dk, dv = backward(plan, q, k, v, kv_valid, o, lse, do, ids=ids)
+    # kv_valid and ids are boolean / integer: no cotangent.
+    return dq, dk, dv, None, jax.tree.map(lambda _: None, ids)
 
   kernel.defvjp(kernel_fwd, kernel_bwd)
   return kernel
+
+
+def to_padded_bhsd(x_BxSxHxD, padded_len):
+  x_BxHxSxD = jnp.swapaxes(x_BxSxHxD, 1, 2)
+  pad = padded_len - x_BxHxSxD.shape[2]
+  return jnp.pad(x_BxHxSxD, ((0, 0), (0, 0), (0, pad), (0, 0)))
+
+
+def attend_planned(plan: Plan, q_BxSqxHxD, k_BxSkxHxD, v_BxSkxHxD,
+                   kv_valid_BxSk, ids=None) -> jax.Array:
+  """Attention under a prepared plan; `ids` = traced (q ids, kv ids) or None.
+
+  Inputs are unpadded [B, S, H, D]; usable inside `jax.shard_map`.
+  """
+  q_len, kv_len = q_BxSqxHxD.shape[1], k_BxSkxHxD.shape[1]
+  if q_len == 0 or kv_len == 0 or plan.pairs.shape[0] == 0:
+    # No query may see any key (e.g. a cache holding only later groups).
+    return jnp.zeros_like(q_BxSqxHxD)
+  if ids is not None:
+    ids = pad_ids(plan, *ids)
+  kv_valid_BxSk = jnp.pad(kv_valid_BxSk,
+                          ((0, 0), (0, plan.kv_len_pad - kv_len)),
+                          constant_values=False)
+  o_BxHxSqxD = _make_kernel(plan)(
+      to_padded_bhsd(q_BxSqxHxD, plan.q_len_pad),
+      to_padded_bhsd(k_BxSkxHxD, plan.kv_len_pad),
+      to_padded_bhsd(v_BxSkxHxD, plan.kv_len_pad), kv_valid_BxSk, ids)
+  return jnp.swapaxes(o_BxHxSqxD[:, :, :q_len], 1, 2)
 
 
 def attend_blockwise(q_BxSqxHxD: jax.Array, k_BxSkxHxD: jax.Array,
@@ -321,23 +291,7 @@ def attend_blockwise(q_BxSqxHxD: jax.Array, k_BxSkxHxD: jax.Array,
   q_len, kv_len = q_BxSqxHxD.shape[1], k_BxSkxHxD.shape[1]
   if q_len == 0 or kv_len == 0:
     return jnp.zeros_like(q_BxSqxHxD)
-  plan = _make_plan(mask.q_group, mask.kv_group, block_q, block_kv,
+  plan = plan_one(mask.q_group, mask.kv_group, block_q, block_kv,
                     mask.causal)
-  if plan.pairs.shape[0] == 0:
-    # No query may see any key (e.g. a cache holding only later groups).
-    return jnp.zeros_like(q_BxSqxHxD)
-
-  def to_padded_bhsd(x_BxSxHxD, padded_len):
-    x_BxHxSxD = jnp.swapaxes(x_BxSxHxD, 1, 2)
-    pad = padded_len - x_BxHxSxD.shape[2]
-    return jnp.pad(x_BxHxSxD, ((0, 0), (0, 0), (0, pad), (0, 0)))
-
-  q_BxHxSqxD = to_padded_bhsd(q_BxSqxHxD, plan.q_len_pad)
-  k_BxHxSkxD = to_padded_bhsd(k_BxSkxHxD, plan.kv_len_pad)
-  v_BxHxSkxD = to_padded_bhsd(v_BxSkxHxD, plan.kv_len_pad)
-  kv_valid_BxSk = jnp.pad(mask.kv_valid,
-                          ((0, 0), (0, plan.kv_len_pad - kv_len)),
-                          constant_values=False)
-  o_BxHxSqxD = _make_kernel(plan)(q_BxHxSqxD, k_BxHxSkxD, v_BxHxSkxD,
-                                  kv_valid_BxSk)
-  return jnp.swapaxes(o_BxHxSqxD[:, :, :q_len], 1, 2)
+  return attend_planned(plan, q_BxSqxHxD, k_BxSkxHxD, v_BxSkxHxD,
+                        mask.kv_valid)

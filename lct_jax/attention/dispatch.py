@@ -3,14 +3,54 @@
 The model calls `attend` only, so kernels can be added (cuDNN on GPU, splash
 on TPU with the shot staircase as a block mask) without touching it.
 """
+import logging
+
 import jax
 import jax.numpy as jnp
 
+from lct_jax.attention import accel
 from lct_jax.attention import blockwise
+from lct_jax.attention import context
 from lct_jax.attention import dense
 from lct_jax.attention import mask as mask_lib
 
-IMPLS = ("auto", "dense", "blockwise")
+IMPLS = ("auto", "dense", "blockwise", "cudnn", "splash")
+
+_log = logging.getLogger(__name__)
+_logged = set()
+
+
+def _log_once(msg: str, *args) -> None:
+  key = msg % args
+  if key not in _logged:
+    _logged.add(key)
+    _log.info(msg, *args)
+
+
+def resolve_impl(impl: str, q_BxSqxHxD, k_BxSkxHxD) -> str:
+  """The kernel a call runs; the fallback rules, in one place.
+
+  'auto': cuDNN on GPU, splash on TPU, where the call fits them (dtype,
+  head_dim, lengths); otherwise blockwise, logged once with the reason.
+  An explicit 'cudnn' or 'splash' that cannot run raises instead.
+  """
+  reasons = {"cudnn": accel.cudnn_unsupported_reason(q_BxSqxHxD),
+             "splash": accel.splash_unsupported_reason(q_BxSqxHxD,
+                                                       k_BxSkxHxD)}
+  if impl in reasons and reasons[impl] is not None:
+    raise ValueError(f"attention impl {impl!r} cannot run here: "
+                     f"{reasons[impl]}; use 'auto' or 'blockwise'.")
+  if impl != "auto":
+    return impl
+  backend = jax.default_backend()
+  wanted = {"gpu": "cudnn", "tpu": "splash"}.get(backend)
+  if wanted is None:
+    return "blockwise"
+  if reasons[wanted] is None:
+    return wanted
+  _log_once("attention impl 'auto': %s unavailable (%s); using blockwise",
+            wanted, reasons[wanted])
+  return "blockwise"
 
 
 def _check_inputs(q_BxSqxHxD, k_BxSkxHxD, v_BxSkxHxD,
@@ -43,7 +83,8 @@ def _check_inputs(q_BxSqxHxD, k_BxSkxHxD, v_BxSkxHxD,
 def attend(q_BxSqxHxD: jax.Array, k_BxSkxHxD: jax.Array,
            v_BxSkxHxD: jax.Array, mask: mask_lib.GroupMask, *,
            impl: str = "auto", block_q: int = 512,
-           block_kv: int = 512) -> jax.Array:
+           block_kv: int = 512,
+           context_strategy: str = "ring") -> jax.Array:
   """Scaled dot-product attention under a group mask.
 
   Softmax scale 1/sqrt(D); logits and softmax statistics in float32 whatever
@@ -56,9 +97,14 @@ def attend(q_BxSqxHxD: jax.Array, k_BxSkxHxD: jax.Array,
     v_BxSkxHxD: values.
     mask: who may attend whom (`GroupMask`).
     impl: 'dense' (reference, quadratic memory), 'blockwise' (flash-style,
-      linear memory, skips masked tiles) or 'auto'.
+      linear memory, skips masked tiles), 'cudnn' (GPU), 'splash' (TPU) or
+      'auto' (see `resolve_impl`).
     block_q: query tile length of the blockwise kernel.
     block_kv: key tile length of the blockwise kernel.
+    context_strategy: how to attend when traced under a mesh whose
+      'context' axis is > 1: 'all_gather', 'ring' or 'ulysses' (see
+      `context.py`); the local kernel is then blockwise. 'dense' is left to
+      XLA's partitioner instead (a reference, not a strategy).
 
   Returns:
     o_BxSqxHxD in q's dtype.
@@ -67,10 +113,18 @@ def attend(q_BxSqxHxD: jax.Array, k_BxSkxHxD: jax.Array,
     raise ValueError(f"Unknown attention impl {impl!r}; expected one of "
                      f"{IMPLS}.")
   _check_inputs(q_BxSqxHxD, k_BxSkxHxD, v_BxSkxHxD, mask)
-  if impl == "auto":
-    # Accelerator kernels go here, e.g. 'cudnn' when jax.default_backend()
-    # == 'gpu' and 'splash' on 'tpu', each with the staircase as a block mask.
-    impl = "blockwise"
+  if impl != "dense" and context.mesh_axis_size(context.AXIS) > 1:
+    # Per device the context strategies run the blockwise kernel.
+    return context.attend_context(q_BxSqxHxD, k_BxSkxHxD, v_BxSkxHxD, mask,
+                                  strategy=context_strategy, block_q=block_q,
+                                  block_kv=block_kv)
+  impl = resolve_impl(impl, q_BxSqxHxD, k_BxSkxHxD)
+  if impl == "cudnn":
+    return accel.attend_key_prefixes(q_BxSqxHxD, k_BxSkxHxD, v_BxSkxHxD, mask,
+                                     implementation="cudnn")
+  if impl == "splash":
+    return accel.attend_splash(q_BxSqxHxD, k_BxSkxHxD, v_BxSkxHxD, mask,
+                               block=block_q)
   if impl == "dense":
     return dense.attend_dense(q_BxSqxHxD, k_BxSkxHxD, v_BxSkxHxD, mask)
   return blockwise.attend_blockwise(q_BxSqxHxD, k_BxSkxHxD, v_BxSkxHxD, mask,

@@ -34,7 +34,12 @@ def frequencies(axes_dim: Sequence[int], theta: float
   freqs, axes = [], []
   for axis, d in enumerate(axes_dim):
     exponent = np.arange(0, d, 2, dtype=np.float32)[: d // 2] / np.float32(d)
-    freqs.append(np.float32(1.0) / (np.float32(theta) ** exponent))
+    # theta ** exponent correctly rounded to float32 (computed in float64),
+    # then a float32 reciprocal: bit-identical to torch's float32 table in
+    # diffusers (numpy's float32 power is off by an ulp in some entries).
+    power = (np.float64(theta) ** exponent.astype(np.float64)).astype(
+        np.float32)
+    freqs.append(np.float32(1.0) / power)
     axes.append(np.full(d // 2, axis, np.int32))
   return (np.concatenate(freqs).astype(np.float32), np.concatenate(axes))
 
@@ -49,12 +54,15 @@ def rope_tables(pos_BxSx3: jax.Array, axes_dim: Sequence[int], theta: float
 
 def apply_rope(x_BxSxHxD: jax.Array, cos_BxSxK: jax.Array,
                sin_BxSxK: jax.Array) -> jax.Array:
-  """Rotates interleaved pairs of every head; math in float32."""
+  """Rotates interleaved pairs of every head; math in float32.
+
+  Any leading token dims work ([B, V, T, H, D] with tables [B, V, T, K]).
+  """
   dtype = x_BxSxHxD.dtype
   x = x_BxSxHxD.astype(jnp.float32)
   x = x.reshape(*x.shape[:-1], -1, 2)            # [B, S, H, K, 2]
   x_even, x_odd = x[..., 0], x[..., 1]
-  cos, sin = cos_BxSxK[:, :, None, :], sin_BxSxK[:, :, None, :]
+  cos, sin = cos_BxSxK[..., None, :], sin_BxSxK[..., None, :]
   out = jnp.stack([x_even * cos - x_odd * sin,
                    x_odd * cos + x_even * sin], axis=-1)
   return out.reshape(x_BxSxHxD.shape).astype(dtype)

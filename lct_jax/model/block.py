@@ -13,6 +13,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from lct_jax import attention
+from lct_jax.attention import striping
 from lct_jax.layout import apply_rope
 from lct_jax.model.layers import (AdaLNZero, FeedForward, RMSNorm, layer_norm,
                                   linear, modulate)
@@ -24,12 +25,16 @@ class BlockInputs:
   """What every block of one forward shares (closed over by the layer scan)."""
   silu_c_vid_BxVxD: jax.Array     # SiLU(conditioning) per video slot group
   silu_c_txt_BxGxD: jax.Array     # SiLU(conditioning) per text group
-  rope_vid: tuple[jax.Array, jax.Array]          # (cos, sin) [B, Sv, D/2]
-  rope_txt: tuple[jax.Array, jax.Array] | None   # None: text not rotated
-  mask: attention.GroupMask       # over the joint sequence [video ; text]
+  rope_vid: tuple[jax.Array, jax.Array]          # (cos, sin) [B, V, T, D/2]
+  rope_txt: tuple[jax.Array, jax.Array] | None   # [B, G, L, D/2]; None: none
+  # Over the joint sequence in `striping` order for `context` devices (the
+  # plain [video ; text] concatenation when context == 1).
+  mask: attention.GroupMask
   attention_impl: str = "auto"
   block_q: int = 512
   block_kv: int = 512
+  context: int = 1                # the mesh's context axis at trace time
+  context_strategy: str = "all_gather"
 
 
 class JointAttention(nnx.Module):
@@ -56,25 +61,28 @@ class JointAttention(nnx.Module):
   def _heads(self, x_BxSxD):
     return x_BxSxD.reshape(*x_BxSxD.shape[:-1], self.num_heads, self.head_dim)
 
-  def project(self, vid_BxSvxD, txt_BxStxD, rope_vid, rope_txt):
-    """Joint q, k, v [B, Sv + St, H, Dh], RoPE applied to q and k."""
-    q_v = self.norm_q(self._heads(self.to_q(vid_BxSvxD)))
-    k_v = self.norm_k(self._heads(self.to_k(vid_BxSvxD)))
-    v_v = self._heads(self.to_v(vid_BxSvxD))
-    q_t = self.norm_added_q(self._heads(self.add_q_proj(txt_BxStxD)))
-    k_t = self.norm_added_k(self._heads(self.add_k_proj(txt_BxStxD)))
-    v_t = self._heads(self.add_v_proj(txt_BxStxD))
+  def project(self, vid_BxVxTxD, txt_BxGxLxD, rope_vid, rope_txt):
+    """Per stream (q, k, v), [B, V, T, H, Dh] and [B, G, L, H, Dh], roped.
+
+    Video keeps its slot axis: its tokens (T) are what 'context' shards, and
+    flattening V x T would interleave shards (a reshard on every layer).
+    """
+    q_v = self.norm_q(self._heads(self.to_q(vid_BxVxTxD)))
+    k_v = self.norm_k(self._heads(self.to_k(vid_BxVxTxD)))
+    v_v = self._heads(self.to_v(vid_BxVxTxD))
+    q_t = self.norm_added_q(self._heads(self.add_q_proj(txt_BxGxLxD)))
+    k_t = self.norm_added_k(self._heads(self.add_k_proj(txt_BxGxLxD)))
+    v_t = self._heads(self.add_v_proj(txt_BxGxLxD))
     q_v, k_v = apply_rope(q_v, *rope_vid), apply_rope(k_v, *rope_vid)
     if rope_txt is not None:
       q_t, k_t = apply_rope(q_t, *rope_txt), apply_rope(k_t, *rope_txt)
-    cat = lambda a, b: jnp.concatenate([a, b], axis=1)
-    return cat(q_v, q_t), cat(k_v, k_t), cat(v_v, v_t)
+    return (q_v, k_v, v_v), (q_t, k_t, v_t)
 
-  def output(self, o_BxSxHxDh, video_len: int):
-    """Splits the joint output back into the streams and projects each."""
-    o_BxSxI = o_BxSxHxDh.reshape(*o_BxSxHxDh.shape[:2], -1)
-    return (self.to_out_0(o_BxSxI[:, :video_len]),
-            self.to_add_out(o_BxSxI[:, video_len:]))
+  def output(self, o_vid_BxVxTxHxDh, o_txt_BxGxLxHxDh):
+    """Projects each stream's attention output back to the width."""
+    flat = lambda o: o.reshape(*o.shape[:-2], -1)
+    return (self.to_out_0(flat(o_vid_BxVxTxHxDh)),
+            self.to_add_out(flat(o_txt_BxGxLxHxDh)))
 
 
 class DualStreamBlock(nnx.Module):
@@ -91,27 +99,31 @@ class DualStreamBlock(nnx.Module):
 
   def __call__(self, vid_BxVxTxD: jax.Array, txt_BxGxLxD: jax.Array,
                ctx: BlockInputs) -> tuple[jax.Array, jax.Array]:
-    B, V, T, D = vid_BxVxTxD.shape
+    V, T = vid_BxVxTxD.shape[1:3]
     G, L = txt_BxGxLxD.shape[1:3]
     (v_shift1, v_scale1, v_gate1, v_shift2, v_scale2,
      v_gate2) = self.norm1(ctx.silu_c_vid_BxVxD)
     (t_shift1, t_scale1, t_gate1, t_shift2, t_scale2,
      t_gate2) = self.norm1_context(ctx.silu_c_txt_BxGxD)
 
-    # Joint attention over [video ; text].
+    # Joint attention over [video ; text], in context-parallel order.
     vid_in = modulate(layer_norm(vid_BxVxTxD), v_shift1, v_scale1)
     txt_in = modulate(layer_norm(txt_BxGxLxD), t_shift1, t_scale1)
-    q, k, v = self.attn.project(vid_in.reshape(B, V * T, D),
-                                txt_in.reshape(B, G * L, D),
-                                ctx.rope_vid, ctx.rope_txt)
-    q = constrain(q, ("batch", "length", "act_heads", None))
-    k = constrain(k, ("batch", "length", "act_heads", None))
-    v = constrain(v, ("batch", "length", "act_heads", None))
+    vid_qkv, txt_qkv = self.attn.project(vid_in, txt_in, ctx.rope_vid,
+                                         ctx.rope_txt)
+    n = ctx.context
+    joint = lambda a_v, a_t: constrain(
+        striping.stripe([
+            constrain(a_v, ("batch", None, "length", "act_heads", None)),
+            a_t], n), ("batch", "length", "act_heads", None))
+    q, k, v = (joint(a_v, a_t) for a_v, a_t in zip(vid_qkv, txt_qkv))
     o = attention.attend(q, k, v, ctx.mask, impl=ctx.attention_impl,
-                         block_q=ctx.block_q, block_kv=ctx.block_kv)
-    vid_attn, txt_attn = self.attn.output(o, V * T)
-    vid = vid_BxVxTxD + v_gate1[:, :, None] * vid_attn.reshape(B, V, T, D)
-    txt = txt_BxGxLxD + t_gate1[:, :, None] * txt_attn.reshape(B, G, L, D)
+                         block_q=ctx.block_q, block_kv=ctx.block_kv,
+                         context_strategy=ctx.context_strategy)
+    o_vid, o_txt = striping.unstripe(o, ((V, T), (G, L)), n)
+    vid_attn, txt_attn = self.attn.output(o_vid, o_txt)
+    vid = vid_BxVxTxD + v_gate1[:, :, None] * vid_attn
+    txt = txt_BxGxLxD + t_gate1[:, :, None] * txt_attn
 
     # Separate MLPs.
     vid = vid + v_gate2[:, :, None] * self.ff(

@@ -129,9 +129,15 @@ def _block_with_context(blk, vid, txt, silu_c_vid, silu_c_txt, rope_vid,
   k = cat(ctx_vid_kv[0], k_v_rot, ctx_txt_kv[0], k_t_rot)
   v = cat(ctx_vid_kv[1], v_v, ctx_txt_kv[1], v_t)
   o = attention.attend(q, k, v, mask, impl=impl, block_q=bq, block_kv=bkv)
-  vid_attn, txt_attn = a.output(o, V * T)
-  vid = vid + v_gate1[:, :, None] * vid_attn.reshape(B, V, T, D)
-  txt = txt + t_gate1[:, :, None] * txt_attn.reshape(B, G, L, D)
+  o_vid = o[:, :V * T].reshape(B, V, T, *o.shape[2:])
+  o_txt = o[:, V * T:].reshape(B, G, L, *o.shape[2:])
+  if V:
+    vid_attn, txt_attn = a.output(o_vid, o_txt)
+  else:   # no video tokens (the global group): output() cannot reshape []
+    vid_attn = vid
+    txt_attn = a.to_add_out(o_txt.reshape(B, G, L, -1))
+  vid = vid + v_gate1[:, :, None] * vid_attn
+  txt = txt + t_gate1[:, :, None] * txt_attn
   vid = vid + v_gate2[:, :, None] * blk.ff(
       modulate(layer_norm(vid), v_shift2, v_scale2))
   txt = txt + t_gate2[:, :, None] * blk.ff_context(
@@ -176,12 +182,13 @@ def init_cache(model, text_BxL, text_len_B, pooled_BxP=None, *,
     raise ValueError(f"KV cache capacity must be >= 1 shot, got {capacity}")
   B, L, T = text_BxL.shape[0], geom.max_text_len, geom.tokens_per_slot
   dtype = model._dtype()  # pylint: disable=protected-access
+  # embed_text() / conditioning() prepend group 0 at the global timestep:
+  # pass no shots.
+  no_shots = jnp.zeros((B, 0), jnp.float32)
   txt, pooled = model.embed_text(text_BxL[:, None], text_len_B[:, None],
                                  None if pooled_BxP is None
-                                 else pooled_BxP[:, None])
-  # conditioning() prepends group 0 at the global timestep: pass no shots.
-  c_BxGxD = model.conditioning(jnp.zeros((B, 0), jnp.float32), pooled,
-                               guidance_B)
+                                 else pooled_BxP[:, None], no_shots)
+  c_BxGxD = model.conditioning(no_shots, pooled, guidance_B)
   silu_c = jax.nn.silu(c_BxGxD)                         # [B, 1, D]
   g1 = _cached_geometry(model, capacity)
   # Only group 0 is present: the other groups are empty (no advance).
@@ -234,13 +241,15 @@ def forward_shot(model, cache: KVCache, pool_BxC, latents_BxFxHxWxC, t_B,
   C = cache.capacity
   B, L, T = latents_BxFxHxWxC.shape[0], geom.max_text_len, geom.tokens_per_slot
   dtype = model._dtype()  # pylint: disable=protected-access
-  txt, pooled = model.embed_text(text_BxL[:, None], text_len_B[:, None],
-                                 None if pooled_BxP is None
-                                 else pooled_BxP[:, None])
-  if pooled is not None:   # group 0's entry is unused: only c[:, 1] is read
-    pooled = jnp.concatenate([pooled, pooled], axis=1)
-  c_BxGxD = model.conditioning(jnp.asarray(t_B, jnp.float32)[:, None], pooled,
-                               guidance_B)
+  # Text and conditioning as for a scene [group 0, this shot]: the model's
+  # per-group functions then see the shot at index 1 with its own t (the
+  # token refiner, if any, needs it). Group 0's entries are placeholders.
+  two = lambda x: None if x is None else jnp.stack([x, x], axis=1)
+  t_Bx1 = jnp.asarray(t_B, jnp.float32)[:, None]
+  txt, pooled = model.embed_text(two(text_BxL), two(text_len_B),
+                                 two(pooled_BxP), t_Bx1)
+  txt = txt[:, 1:]                                      # [B, 1, L, D]
+  c_BxGxD = model.conditioning(t_Bx1, pooled, guidance_B)
   silu_c = jax.nn.silu(c_BxGxD[:, 1:])                  # [B, 1, D]
 
   use_BxC = jnp.asarray(pool_BxC, bool) & cache.filled()

@@ -60,27 +60,40 @@ def modulate(x_BxGxTxD: jax.Array, shift_BxGxD: jax.Array,
   return x_BxGxTxD * (1 + scale_BxGxD[:, :, None]) + shift_BxGxD[:, :, None]
 
 
-class FeedForward(nnx.Module):
-  """GELU(tanh) MLP: diffusers `ff.net.0.proj` -> `net_0_proj`, `net.2`."""
+def gelu_tanh(x: jax.Array) -> jax.Array:
+  return jax.nn.gelu(x, approximate=True)
 
-  def __init__(self, width: int, hidden: int, *, rngs: nnx.Rngs):
+
+class FeedForward(nnx.Module):
+  """MLP: diffusers `ff.net.0.proj` -> `net_0_proj`, `net.2` -> `net_2`.
+
+  GELU(tanh) in the MMDiT blocks; the token refiner uses SiLU (diffusers'
+  "linear-silu"). The activation is plain Python, not a parameter.
+  """
+
+  def __init__(self, width: int, hidden: int, *, rngs: nnx.Rngs,
+               activation=gelu_tanh):
+    self.activation = activation
     self.net_0_proj = linear(width, hidden, ("embed", "mlp"), rngs=rngs)
     self.net_2 = linear(hidden, width, ("mlp", "embed"), rngs=rngs)
 
   def __call__(self, x: jax.Array) -> jax.Array:
-    return self.net_2(jax.nn.gelu(self.net_0_proj(x), approximate=True))
+    return self.net_2(self.activation(self.net_0_proj(x)))
 
 
 class AdaLNZero(nnx.Module):
   """`norm1.linear`: c -> 6 modulation vectors (shift, scale, gate) x 2.
 
   Computed per group ([B, G, 6D], tiny) and broadcast to the group's tokens
-  by `modulate`, never materialised per token.
+  by `modulate`, never materialised per token. `chunks=3` is the single-
+  stream blocks' `norm.linear` (one shift, scale, gate).
   """
 
-  def __init__(self, width: int, *, rngs: nnx.Rngs, zero: bool):
-    self.linear = linear(width, 6 * width, ("embed", "modulation"),
+  def __init__(self, width: int, *, rngs: nnx.Rngs, zero: bool,
+               chunks: int = 6):
+    self.chunks = chunks
+    self.linear = linear(width, chunks * width, ("embed", "modulation"),
                          rngs=rngs, zero=zero)
 
   def __call__(self, silu_c_BxGxD: jax.Array):
-    return jnp.split(self.linear(silu_c_BxGxD), 6, axis=-1)
+    return jnp.split(self.linear(silu_c_BxGxD), self.chunks, axis=-1)

@@ -14,6 +14,7 @@ import ml_collections
 from flax import nnx
 
 from lct_jax import attention
+from lct_jax.attention import context, striping
 from lct_jax import configlib
 from lct_jax.layout import SceneGeometry, TokenLayout, build_layout, rope_tables
 from lct_jax.model.block import BlockInputs, DualStreamBlock
@@ -21,12 +22,19 @@ from lct_jax.model.embeddings import (MLPEmbedder, PatchEmbed, TokenEmbed,
                                       timestep_sinusoid, unpatchify,
                                       SINUSOID_DIM)
 from lct_jax.model.layers import layer_norm, linear
+from lct_jax.model.refiner import TokenRefiner, masked_mean
 from lct_jax.model.remat import remat
+from lct_jax.model.single_block import SingleStreamBlock
 from lct_jax.parallel import constrain
 
 
 class ContextEmbedder(nnx.Module):
-  """Text -> width: learned tokens or given embeddings, then `proj_in`."""
+  """Text -> width: learned tokens or given embeddings, then `proj_in`.
+
+  With `num_refiner_layers > 0`, HunyuanVideo's token refiner follows
+  `proj_in`, conditioned per group by its own `time_text_embed` (diffusers'
+  `context_embedder.time_text_embed`: timestep + masked-mean text).
+  """
 
   def __init__(self, m, *, rngs: nnx.Rngs):
     if m.text_mode == "tokens":
@@ -34,6 +42,17 @@ class ContextEmbedder(nnx.Module):
                                        rngs=rngs)
     self.proj_in = linear(m.text_embed_dim, m.width, (None, "embed"),
                           rngs=rngs)
+    if m.num_refiner_layers:
+      self.time_text_embed = RefinerEmbed(m, rngs=rngs)
+      self.token_refiner = TokenRefiner(m, rngs=rngs)
+
+
+class RefinerEmbed(nnx.Module):
+  """The refiner's c = timestep_embed(t_g) + text_embed(mean of raw text)."""
+
+  def __init__(self, m, *, rngs: nnx.Rngs):
+    self.timestep_embedder = MLPEmbedder(SINUSOID_DIM, m.width, rngs=rngs)
+    self.text_embedder = MLPEmbedder(m.text_embed_dim, m.width, rngs=rngs)
 
 
 class TimeTextEmbed(nnx.Module):
@@ -78,6 +97,17 @@ class MMDiT(nnx.Module):
                              rngs=rngs, zero_init=m.zero_init)
 
     self.transformer_blocks = make_blocks(rngs)
+    if m.num_single_layers:
+
+      @nnx.split_rngs(splits=m.num_single_layers)
+      @nnx.vmap(in_axes=(0,), out_axes=0,
+                transform_metadata={nnx.PARTITION_NAME: "layers"})
+      def make_single_blocks(rngs):
+        return SingleStreamBlock(m.width, m.num_heads, m.head_dim,
+                                 m.mlp_ratio, rngs=rngs,
+                                 zero_init=m.zero_init)
+
+      self.single_transformer_blocks = make_single_blocks(rngs)
     self.norm_out = FinalLayer(m.width, rngs=rngs, zero=m.zero_init)
     self.proj_out = linear(
         m.width, out_channels * m.patch_t * m.patch ** 2, ("embed", None),
@@ -85,8 +115,12 @@ class MMDiT(nnx.Module):
 
   # --- conditioning -----------------------------------------------------------
   def embed_text(self, text_BxGxL: jax.Array, text_len_BxG: jax.Array,
-                 pooled_BxGxP: jax.Array | None):
-    """-> (text tokens [B, G, L, D], pooled vector or None)."""
+                 pooled_BxGxP: jax.Array | None,
+                 t_BxN: jax.Array | None = None):
+    """-> (text tokens [B, G, L, D], pooled vector or None).
+
+    `t_BxN` (per-shot timesteps) is needed only by the token refiner.
+    """
     m = self.config.model
     ce = self.context_embedder
     if m.text_mode == "tokens":
@@ -99,15 +133,41 @@ class MMDiT(nnx.Module):
                         / jnp.maximum(jnp.sum(w, axis=2), 1.0))
     else:
       emb_BxGxLxE = text_BxGxL
-    txt_BxGxLxD = ce.proj_in(emb_BxGxLxE.astype(self._dtype()))
+    emb_BxGxLxE = emb_BxGxLxE.astype(self._dtype())
+    txt_BxGxLxD = ce.proj_in(emb_BxGxLxE)
+    if m.num_refiner_layers:
+      if t_BxN is None:
+        raise ValueError("model.num_refiner_layers > 0: pass t_BxN")
+      txt_BxGxLxD = self._refine(txt_BxGxLxD, emb_BxGxLxE, text_len_BxG,
+                                 t_BxN)
     return txt_BxGxLxD, (pooled_BxGxP if m.use_pooled_text else None)
+
+  def _refine(self, txt_BxGxLxD, emb_BxGxLxE, text_len_BxG, t_BxN):
+    """Each group's prompt through the token refiner at the group's t."""
+    m, ce = self.config.model, self.context_embedder
+    B, G, L, D = txt_BxGxLxD.shape
+    valid_NxL = (jnp.arange(L)[None] <
+                 jnp.asarray(text_len_BxG).reshape(B * G, 1))
+    pooled_NxE = masked_mean(emb_BxGxLxE.reshape(B * G, L, -1), valid_NxL)
+    sinus = timestep_sinusoid(self.group_timesteps(t_BxN) * m.timestep_scale)
+    tte = ce.time_text_embed
+    c_NxD = (tte.timestep_embedder(sinus.astype(self._dtype()))
+             .reshape(B * G, D) + tte.text_embedder(pooled_NxE))
+    out = ce.token_refiner(txt_BxGxLxD.reshape(B * G, L, D), c_NxD,
+                           valid_NxL)
+    return out.reshape(B, G, L, D)
+
+  def group_timesteps(self, t_BxN: jax.Array) -> jax.Array:
+    """[B, N] shot timesteps -> [B, G]: the global group at a fixed t."""
+    B = t_BxN.shape[0]
+    return jnp.concatenate(
+        [jnp.full((B, 1), self.config.model.global_timestep, t_BxN.dtype),
+         t_BxN], axis=1)
 
   def conditioning(self, t_BxN, pooled_BxGxP, guidance_B=None) -> jax.Array:
     """Per-group conditioning c [B, G, D]; group 0 (global) at a fixed t."""
     m = self.config.model
-    B = t_BxN.shape[0]
-    t_BxG = jnp.concatenate(
-        [jnp.full((B, 1), m.global_timestep, t_BxN.dtype), t_BxN], axis=1)
+    t_BxG = self.group_timesteps(t_BxN)
     tte = self.time_text_embed
     sinus = timestep_sinusoid(t_BxG * m.timestep_scale)
     c_BxGxD = tte.timestep_embedder(sinus.astype(self._dtype()))
@@ -128,24 +188,45 @@ class MMDiT(nnx.Module):
   def block_inputs(self, c_BxGxD: jax.Array, layout: TokenLayout
                    ) -> BlockInputs:
     m, geom = self.config.model, self.geom
+    B = c_BxGxD.shape[0]
     cos, sin = rope_tables(layout.pos_BxSx3, m.rope_axes_dim, m.rope_theta)
-    Sv = geom.video_len
-    silu_c = jax.nn.silu(c_BxGxD)
+    Sv, V, T = geom.video_len, geom.num_video_slots, geom.tokens_per_slot
+    G, L = geom.num_groups, geom.max_text_len
+    as_vid = lambda x: constrain(
+        x[:, :Sv].reshape(B, V, T, *x.shape[2:]),
+        ("batch", None, "length") + (None,) * (x.ndim - 2))
+    as_txt = lambda x: x[:, Sv:].reshape(B, G, L, *x.shape[2:])
+    # The joint sequence in context-parallel order (`striping`): with the
+    # mesh's context axis n, every device's chunk holds the same groups.
+    n = context.mesh_axis_size(context.AXIS)
+    shapes = ((V, T), (G, L))
     mask = attention.GroupMask(
-        q_group=layout.groups_S, kv_group=layout.groups_S,
-        kv_valid=layout.valid_BxS,
+        q_group=striping.striped_ids(layout.groups_S, shapes, n),
+        kv_group=striping.striped_ids(layout.groups_S, shapes, n),
+        kv_valid=striping.stripe([as_vid(layout.valid_BxS),
+                                  as_txt(layout.valid_BxS)], n),
         causal=m.attention_mask == "context_causal")
+    silu_c = jax.nn.silu(c_BxGxD)
     return BlockInputs(
         silu_c_vid_BxVxD=silu_c[:, geom.video_slot_groups],
         silu_c_txt_BxGxD=silu_c,
-        rope_vid=(cos[:, :Sv], sin[:, :Sv]),
-        rope_txt=(cos[:, Sv:], sin[:, Sv:]) if m.text_rope else None,
+        rope_vid=(as_vid(cos), as_vid(sin)),
+        rope_txt=(as_txt(cos), as_txt(sin)) if m.text_rope else None,
         mask=mask, attention_impl=m.attention_impl,
-        block_q=m.block_q, block_kv=m.block_kv)
+        block_q=m.block_q, block_kv=m.block_kv, context=n,
+        context_strategy=m.context_strategy)
 
   def run_blocks(self, vid_BxVxTxD, txt_BxGxLxD, ctx: BlockInputs):
-    """All dual-stream blocks: one scan over the stacked parameters."""
-    graphdef, params = nnx.split(self.transformer_blocks)
+    """All blocks: one scan over the stacked dual-stream parameters, then
+    (HunyuanVideo) one over the single-stream ones."""
+    carry = self._scan(self.transformer_blocks, (vid_BxVxTxD, txt_BxGxLxD),
+                       ctx)
+    if self.config.model.num_single_layers:
+      carry = self._scan(self.single_transformer_blocks, carry, ctx)
+    return carry
+
+  def _scan(self, stacked_blocks, carry, ctx: BlockInputs):
+    graphdef, params = nnx.split(stacked_blocks)
 
     def body(carry, layer_params):
       vid, txt = carry
@@ -155,8 +236,8 @@ class MMDiT(nnx.Module):
       return (vid, txt), None
 
     body = remat(body, self.config.model.remat_policy)
-    (vid, txt), _ = jax.lax.scan(body, (vid_BxVxTxD, txt_BxGxLxD), params)
-    return vid, txt
+    carry, _ = jax.lax.scan(body, carry, params)
+    return carry
 
   def final_layer(self, vid_BxVxTxD, silu_c_vid_BxVxD) -> jax.Array:
     scale, shift = jnp.split(self.norm_out.linear(silu_c_vid_BxVxD), 2, -1)
@@ -177,7 +258,8 @@ class MMDiT(nnx.Module):
     dtype = self._dtype()
     layout = build_layout(geom, text_len_BxG, num_frames_BxN,
                           text_rope=m.text_rope)
-    txt, pooled = self.embed_text(text_BxGxL, text_len_BxG, pooled_BxGxP)
+    txt, pooled = self.embed_text(text_BxGxL, text_len_BxG, pooled_BxGxP,
+                                  t_BxN)
     c_BxGxD = self.conditioning(t_BxN, pooled, guidance_B)
     ctx = self.block_inputs(c_BxGxD, layout)
 

@@ -51,3 +51,45 @@ def param_shardings(config, params, mesh):
   return jax.tree.map(
       lambda n, x: NamedSharding(mesh, _fit(logical_to_spec(n), x.shape, mesh)),
       names, params, is_leaf=lambda n: isinstance(n, tuple))
+
+
+def _map_params_like(state, params, on_params, on_other):
+  """Applies `on_params` to every subtree of `state` shaped like `params`
+  (params, EMA, Adam's moments) and `on_other` to every other leaf."""
+  params_def = jax.tree.structure(params)
+  is_params = lambda x: (jax.tree.structure(x) == params_def and
+                         not hasattr(x, "shape"))
+  return jax.tree.map(lambda x: on_params(x) if is_params(x) else on_other(x),
+                      state, is_leaf=is_params)
+
+
+def state_shardings(config, state, mesh):
+  """Shardings of a whole TrainState (arrays or ShapeDtypeStructs).
+
+  Parameters, their EMA and every optimizer subtree shaped like the
+  parameters share the parameter shardings; scalars such as step counts
+  are replicated.
+  """
+  p_sh = param_shardings(config, state.params, mesh)
+  replicated = NamedSharding(mesh, P())
+  return _map_params_like(state, state.params, lambda _: p_sh,
+                          lambda _: replicated)
+
+
+def constrain_state(config, state):
+  """Pins a traced TrainState to the parameter shardings of the active mesh.
+
+  Without it the partitioner may hand back an updated parameter in another
+  sharding than it came in (seen: an fsdp-sharded bias returned replicated),
+  which silently undoes FSDP from one step to the next. No-op off a mesh.
+  """
+  mesh = jax.sharding.get_abstract_mesh()
+  if mesh is None or mesh.empty:
+    return state
+  names = logical_param_names(config)
+  specs = jax.tree.map(
+      lambda n, x: _fit(logical_to_spec(n), x.shape, mesh), names,
+      state.params, is_leaf=lambda n: isinstance(n, tuple))
+  pin = lambda tree: jax.tree.map(jax.lax.with_sharding_constraint, tree,
+                                  specs)
+  return _map_params_like(state, state.params, pin, lambda x: x)

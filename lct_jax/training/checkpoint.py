@@ -243,9 +243,11 @@ def find_state_dir(path: str) -> str:
     steps = [int(d) for d in os.listdir(base) if d.isdigit()]
     if steps:
       return os.path.join(base, str(max(steps)), STATE)
-  if os.path.isfile(os.path.join(path, "_METADATA")) or os.path.isfile(
-      os.path.join(path, "_CHECKPOINT_METADATA")):
-    return path                                          # a params PyTree
+  for candidate in (path, os.path.join(path, "params")):
+    # A params PyTree; `<dir>/params` is what lct_jax.convert writes.
+    if os.path.isfile(os.path.join(candidate, "_METADATA")) or os.path.isfile(
+        os.path.join(candidate, "_CHECKPOINT_METADATA")):
+      return candidate
   raise CheckpointError(f"no checkpoint under train.init_from={path!r} "
                         "(expected a workdir, its checkpoints/ directory, a "
                         "step directory holding state/, or an orbax params "

@@ -1,8 +1,8 @@
 """Where the train state lives: its shardings on a mesh, and a sharded init.
 
 Parameters and EMA follow `param_shardings` (FSDP over 'fsdp', heads / MLP
-over 'tensor'); optimizer moments mirror their parameter's sharding
-(`optax.tree_map_params`), and scalars (step, counts) are replicated. The
+over 'tensor'); optimizer moments mirror their parameter's sharding, and
+scalars (step, counts) are replicated (`parallel.sharding.state_shardings`). The
 state is created directly in its shardings (a jitted init with
 `out_shardings`), so no device ever holds the whole model, and the same
 shardings are the restore target of a checkpoint: a checkpoint saved under one
@@ -12,14 +12,11 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import optax
 from flax import nnx
-from jax.sharding import Mesh, NamedSharding
-from jax.sharding import PartitionSpec as P
+from jax.sharding import Mesh
 
 from lct_jax.model import MMDiT
-from lct_jax.parallel.sharding import param_shardings
-from lct_jax.training.optim import make_optimizer
+from lct_jax.parallel import sharding as parallel_sharding
 from lct_jax.training.state import TrainState, create_train_state
 
 
@@ -36,14 +33,7 @@ def state_shardings(config, mesh: Mesh, abstract: TrainState | None = None
                     ) -> TrainState:
   """NamedSharding for every leaf of the train state on `mesh`."""
   abstract = abstract_state(config) if abstract is None else abstract
-  p_sh = param_shardings(config, abstract.params, mesh)
-  replicated = NamedSharding(mesh, P())
-  tx = make_optimizer(config.optim, config.train.steps)
-  opt_sh = optax.tree_map_params(
-      tx, lambda _, s: s, abstract.opt_state, p_sh,
-      transform_non_params=lambda _: replicated)
-  return jax.tree.map(lambda _: replicated, abstract).replace(
-      params=p_sh, ema_params=p_sh, opt_state=opt_sh)
+  return parallel_sharding.state_shardings(config, abstract, mesh)
 
 
 def init_state(config, mesh: Mesh, params=None) -> TrainState:

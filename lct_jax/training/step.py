@@ -25,7 +25,9 @@ from flax import nnx
 
 from lct_jax import batch as batch_lib
 from lct_jax import configlib
+from lct_jax import parallel
 from lct_jax.data import buckets
+from lct_jax.parallel import sharding
 from lct_jax.diffusion import augment, flow
 from lct_jax.training.optim import make_optimizer, make_schedule
 from lct_jax.training.state import TrainState, abstract_model
@@ -165,6 +167,9 @@ def train_step(state: TrainState, batch: dict, rng: jax.Array, *, graphdef,
   for k in range(T_BUCKETS):
     metrics[f"loss_t{k}"] = t_sum[k] / jnp.maximum(t_count[k], 1.0)
     metrics[f"shots_t{k}"] = t_count[k]
+  # Pin the updated state to its shardings: left to propagation, an
+  # fsdp-sharded parameter can come back replicated (undoing FSDP).
+  new_state = sharding.constrain_state(config, new_state)
   return new_state, metrics
 
 
@@ -205,6 +210,9 @@ class TrainStep:
     config, jitted = self._steps.get(grid, self._steps[
         (self.config.scene.height, self.config.scene.width)])
     batch_lib.validate_batch(batch, config)
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh is not None and not mesh.empty:
+      parallel.check_mesh(config, mesh)
     B = batch["latents"].shape[0]
     if B % config.train.grad_accum:
       raise ValueError(f"batch size {B} is not divisible by "

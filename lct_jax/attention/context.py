@@ -1,0 +1,313 @@
+"""Context-parallel attention: the sequence sharded over the 'context' axis.
+
+Three strategies (`model.context_strategy`, DESIGN.md section 6), each a
+`jax.shard_map` over the whole mesh whose per-device work is the blockwise
+kernel on the device's contiguous chunk of the sequence:
+
+- all_gather: every device gathers all keys and values, attends its queries.
+  Simplest; K/V memory and traffic are those of the whole sequence.
+- ring: keys and values travel around the ring of context devices (ppermute)
+  while each device merges partial results by their logsumexp (online
+  softmax). A hand-written backward sends (k, v, dk, dv) around a second
+  time, so only the device's own chunks are kept for the backward pass.
+- ulysses: all_to_all turns sequence shards into head shards, attention runs
+  on the whole sequence for H / n heads, and a second all_to_all turns back.
+  Needs the heads of a device divisible by the context axis.
+
+Group ids are static, so each (query chunk, key chunk) pair a device may meet
+gets a static tile schedule; the ring skips pairs the mask excludes for every
+device. Work is balanced for context_causal when every chunk holds the same
+groups: `striping.stripe` lays the model's tokens out that way (each device
+a slice of every shot and every prompt), and then all devices share one
+schedule. Other layouts work too (a union schedule plus run-time skipping,
+with each device's ids passed in), just without the balance.
+
+Sequences not divisible by the axis are padded with keys that are never
+attended; padded query rows are dropped.
+"""
+from __future__ import annotations
+
+import logging
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+from jax.sharding import PartitionSpec as P
+
+from lct_jax.attention import blockwise
+from lct_jax.attention import mask as mask_lib
+from lct_jax.attention import plan as plan_lib
+from lct_jax.parallel.logical import RULES
+
+STRATEGIES = ("all_gather", "ring", "ulysses")
+AXIS = "context"
+
+_log = logging.getLogger(__name__)
+
+
+def mesh_axis_size(name: str) -> int:
+  """Size of `name` in the mesh being traced under (1 without a mesh)."""
+  mesh = jax.sharding.get_abstract_mesh()
+  if mesh is None or mesh.empty or name not in mesh.axis_names:
+    return 1
+  return mesh.shape[name]
+
+
+def check_context(strategy: str, *, num_heads: int, seq_len: int,
+                  context: int, tensor: int = 1) -> None:
+  """Raises ValueError for a strategy/mesh/shape that cannot work.
+
+  Cheap and shape-only: called from `configlib`-level checks before any
+  tracing, and again at trace time by `attend_context`.
+  """
+  if strategy not in STRATEGIES:
+    raise ValueError(f"context_strategy={strategy!r} is not one of "
+                     f"{STRATEGIES}")
+  if context > seq_len:
+    raise ValueError(
+        f"the mesh's context axis ({context} devices) is larger than the "
+        f"sequence ({seq_len} tokens): each device needs at least one token;"
+        " use a smaller mesh.context")
+  if strategy == "ulysses":
+    local_heads = num_heads // tensor if num_heads % tensor == 0 else num_heads
+    if local_heads % context:
+      raise ValueError(
+          f"context_strategy='ulysses' needs the heads of one tensor shard "
+          f"({local_heads} = {num_heads} heads / tensor {tensor}) divisible "
+          f"by the context axis ({context}); use 'ring' or 'all_gather', or "
+          "another mesh")
+
+
+def device_work(q_ids, kv_ids, n: int, causal: bool) -> np.ndarray:
+  """int [n]: (query, key) pairs the mask allows for each device's queries.
+
+  Static (ids only, key padding ignored): the balance that the token order
+  gives context_causal. Sequences are padded to a multiple of n as in
+  `attend_context`.
+  """
+  q_ids = np.asarray(q_ids)
+  kv_ids = np.asarray(kv_ids)
+  q_ids = np.pad(q_ids, (0, -len(q_ids) % n),
+                 constant_values=plan_lib.PAD_Q_GROUP)
+  if not causal:
+    return np.full((n,), (q_ids.size // n) * kv_ids.size)
+  counts = (kv_ids[None, :] <= q_ids[:, None]).sum(axis=1)
+  return counts.reshape(n, -1).sum(axis=1)
+
+
+def _specs(batch: int, heads: int):
+  """(batch axes, heads axis) for shard_map specs; None where it won't fit."""
+  mesh = jax.sharding.get_abstract_mesh()
+  batch_axes = RULES["batch"]
+  batch_axes = batch_axes if isinstance(batch_axes, tuple) else (batch_axes,)
+  batch_axes = tuple(a for a in batch_axes if a in mesh.axis_names)
+  if batch % math.prod(mesh.shape[a] for a in batch_axes):
+    batch_axes = None      # e.g. a sampler's batch of 1: replicate
+  heads_axis = RULES["act_heads"]
+  if heads_axis not in mesh.axis_names or heads % mesh.shape[heads_axis]:
+    heads_axis = None
+  return batch_axes or None, heads_axis
+
+
+def _pad_seq(x, length, value=0):
+  pad = [(0, 0)] * x.ndim
+  pad[1] = (0, length - x.shape[1])
+  return jnp.pad(x, pad, constant_values=value)
+
+
+def _uniform(rows: np.ndarray) -> bool:
+  return bool((rows == rows[:1]).all())
+
+
+def attend_context(q_BxSqxHxD, k_BxSkxHxD, v_BxSkxHxD,
+                   mask: mask_lib.GroupMask, *, strategy: str,
+                   block_q: int = 512, block_kv: int = 512) -> jax.Array:
+  """Attention with the sequence sharded over 'context'; see the module doc.
+
+  Call under `jax.set_mesh(mesh)` (inside jit); inputs are global arrays.
+  """
+  n = mesh_axis_size(AXIS)
+  batch, q_len, heads, _ = q_BxSqxHxD.shape
+  kv_len = k_BxSkxHxD.shape[1]
+  if strategy not in STRATEGIES:
+    raise ValueError(f"context_strategy={strategy!r} is not one of "
+                     f"{STRATEGIES}")
+  if strategy != "all_gather" and q_len != kv_len:
+    _log.info("context_strategy=%r needs equal query and key lengths "
+              "(got %d, %d): using 'all_gather'", strategy, q_len, kv_len)
+    strategy = "all_gather"
+  check_context(strategy, num_heads=heads, seq_len=min(q_len, kv_len),
+                context=n, tensor=mesh_axis_size("tensor"))
+  q_pad, kv_pad = -(-q_len // n) * n, -(-kv_len // n) * n
+  q_ids = np.pad(mask.q_group, (0, q_pad - q_len),
+                 constant_values=plan_lib.PAD_Q_GROUP)
+  kv_ids = np.pad(mask.kv_group, (0, kv_pad - kv_len),
+                  constant_values=plan_lib.PAD_KV_GROUP)
+  args = (_pad_seq(q_BxSqxHxD, q_pad), _pad_seq(k_BxSkxHxD, kv_pad),
+          _pad_seq(v_BxSkxHxD, kv_pad),
+          _pad_seq(mask.kv_valid, kv_pad, False))
+  fn = {"all_gather": _all_gather, "ring": _ring, "ulysses": _ulysses}
+  o = fn[strategy](*args, q_ids, kv_ids, causal=mask.causal, n=n,
+                   block_q=block_q, block_kv=block_kv,
+                   specs=_specs(batch, heads))
+  return o[:, :q_len]
+
+
+def _shard_map(body, specs, in_kinds, out_kinds):
+  """shard_map with specs by kind: x [B,S,H,D], valid [B,S], ids [S], lse."""
+  batch_axes, heads_axis = specs
+  kinds = {"x": P(batch_axes, AXIS, heads_axis, None),
+           "valid": P(batch_axes, AXIS), "ids": P(AXIS),
+           "lse": P(batch_axes, heads_axis, AXIS)}
+  out = tuple(kinds[k] for k in out_kinds)
+  return jax.shard_map(body, in_specs=tuple(kinds[k] for k in in_kinds),
+                       out_specs=out[0] if len(out) == 1 else out)
+
+
+# --- all_gather ---------------------------------------------------------------
+def _all_gather(q, k, v, valid, q_ids, kv_ids, *, causal, n, block_q, block_kv,
+                specs):
+  q_rows = q_ids.reshape(n, -1)
+  uniform = _uniform(q_rows)
+  plan = plan_lib.make_plan(q_rows[:1] if uniform else q_rows, kv_ids,
+                             block_q, block_kv, causal)
+  kv_ids_all = jnp.asarray(kv_ids)
+
+  def body(q_l, k_l, v_l, valid_l, q_ids_l):
+    gather = lambda x: lax.all_gather(x, AXIS, axis=1, tiled=True)
+    ids = None if uniform else (q_ids_l, kv_ids_all)
+    return blockwise.attend_planned(plan, q_l, gather(k_l), gather(v_l),
+                                    gather(valid_l), ids)
+
+  return _shard_map(body, specs, ("x", "x", "x", "valid", "ids"), ("x",))(
+      q, k, v, valid, jnp.asarray(q_ids))
+
+
+# --- ulysses ------------------------------------------------------------------
+def _ulysses(q, k, v, valid, q_ids, kv_ids, *, causal, n, block_q, block_kv,
+             specs):
+  del n
+  plan = plan_lib.make_plan(q_ids, kv_ids, block_q, block_kv, causal)
+
+  def body(q_l, k_l, v_l, valid_l):
+    # [B, S/n, h, D] -> [B, S, h/n, D]: received chunks concatenate in
+    # device order, i.e. the global sequence order the plan was made for.
+    seq = lambda x: lax.all_to_all(x, AXIS, split_axis=2, concat_axis=1,
+                                   tiled=True)
+    valid_all = lax.all_gather(valid_l, AXIS, axis=1, tiled=True)
+    o = blockwise.attend_planned(plan, seq(q_l), seq(k_l), seq(v_l),
+                                 valid_all)
+    return lax.all_to_all(o, AXIS, split_axis=1, concat_axis=2, tiled=True)
+
+  return _shard_map(body, specs, ("x", "x", "x", "valid"), ("x",))(
+      q, k, v, valid)
+
+
+# --- ring ---------------------------------------------------------------------
+def _merge(o_acc, lse_acc, o_s, lse_s):
+  """Combines two normalised partial attentions by their logsumexp."""
+  lse = jnp.logaddexp(lse_acc, lse_s)
+  o = (jnp.exp(lse_acc - lse)[..., None] * o_acc +
+       jnp.exp(lse_s - lse)[..., None] * o_s)
+  return o, lse
+
+
+def _ring(q, k, v, valid, q_ids, kv_ids, *, causal, n, block_q, block_kv,
+          specs):
+  q_rows, kv_rows = q_ids.reshape(n, -1), kv_ids.reshape(n, -1)
+  chunk = q_rows.shape[1]
+  uniform = _uniform(q_rows) and _uniform(kv_rows)
+  # Step s: device i holds key chunk (i - s) mod n. One static schedule per
+  # step (the union over devices); with uniform chunks all steps share it.
+  plans = []
+  for s in range(n):
+    src = [(i - s) % n for i in range(n)]
+    plans.append(plan_lib.make_plan(
+        q_rows[:1] if uniform else q_rows,
+        kv_rows[:1] if uniform else kv_rows[src], block_q, block_kv, causal))
+  skipped = [s for s, p in enumerate(plans) if p.pairs.shape[0] == 0]
+  if skipped:
+    _log.debug("ring attention: steps %s need no tiles on any device", skipped)
+  p0 = plans[0]
+  shift = [(i, (i + 1) % n) for i in range(n)]
+  rotate = lambda tree: jax.tree.map(lambda x: lax.ppermute(x, AXIS, shift),
+                                     tree)
+
+  def pad_local(q_l, k_l, v_l, valid_l, q_ids_l, kv_ids_l):
+    valid_l = jnp.pad(valid_l, ((0, 0), (0, p0.kv_len_pad - chunk)),
+                      constant_values=False)
+    return (blockwise.to_padded_bhsd(q_l, p0.q_len_pad),
+            blockwise.to_padded_bhsd(k_l, p0.kv_len_pad),
+            blockwise.to_padded_bhsd(v_l, p0.kv_len_pad), valid_l,
+            *plan_lib.pad_ids(p0, q_ids_l, kv_ids_l))
+
+  def step_ids(q_ids_l, kv_ids_l):
+    return None if uniform else (q_ids_l, kv_ids_l)
+
+  def fwd_body(*local):
+    q_l, k_l, v_l, valid_l, q_ids_l, kv_ids_l = pad_local(*local)
+    o = jnp.zeros_like(q_l, dtype=jnp.float32)
+    lse = jnp.full(o.shape[:-1], blockwise.MASK_VALUE, jnp.float32) + (
+        jnp.zeros_like(o[..., 0]))
+    kv = (k_l, v_l, valid_l, kv_ids_l)
+    for s, plan in enumerate(plans):
+      # Send first: the transfer of the next chunk overlaps this compute.
+      nxt = rotate(kv) if s < n - 1 else None
+      if plan.pairs.shape[0]:
+        o_s, lse_s = blockwise.forward(
+            plan, q_l, kv[0], kv[1], kv[2], step_ids(q_ids_l, kv[3]),
+            f32_out=True)
+        o, lse = _merge(o, lse, o_s, lse_s)
+      kv = nxt
+    o = jnp.swapaxes(o[:, :, :chunk], 1, 2).astype(q_l.dtype)
+    return o, lse[:, :, :chunk]
+
+  def bwd_body(q_l, k_l, v_l, valid_l, q_ids_l, kv_ids_l, o_l, lse_l, do_l):
+    q_l, k_l, v_l, valid_l, q_ids_l, kv_ids_l = pad_local(
+        q_l, k_l, v_l, valid_l, q_ids_l, kv_ids_l)
+    o_l = blockwise.to_padded_bhsd(o_l, p0.q_len_pad)
+    do_l = blockwise.to_padded_bhsd(do_l, p0.q_len_pad)
+    # Tile-padding rows have o = do = 0; lse 0 keeps exp() finite there.
+    lse_l = jnp.pad(lse_l, ((0, 0), (0, 0), (0, p0.q_len_pad - chunk)))
+    dq = jnp.zeros_like(q_l, dtype=jnp.float32)
+    dkv = (jnp.zeros_like(k_l, dtype=jnp.float32),
+           jnp.zeros_like(v_l, dtype=jnp.float32))
+    kv = (k_l, v_l, valid_l, kv_ids_l)
+    for s, plan in enumerate(plans):
+      if plan.pairs.shape[0]:
+        dq_s, dk_s, dv_s = blockwise.backward(
+            plan, q_l, kv[0], kv[1], kv[2], o_l, lse_l, do_l,
+            ids=step_ids(q_ids_l, kv[3]), f32_out=True)
+        dq = dq + dq_s
+        dkv = (dkv[0] + dk_s, dkv[1] + dv_s)
+      # The key chunk's gradients travel with it; the n-th hop takes them
+      # home (k and v themselves are no longer needed then).
+      if s < n - 1:
+        kv, dkv = rotate((kv, dkv))
+      else:
+        dkv = rotate(dkv)
+    back = lambda x, like: jnp.swapaxes(x[:, :, :chunk], 1, 2).astype(
+        like.dtype)
+    return back(dq, q_l), back(dkv[0], k_l), back(dkv[1], v_l)
+
+  fwd = _shard_map(fwd_body, specs, ("x", "x", "x", "valid", "ids", "ids"),
+                   ("x", "lse"))
+  bwd = _shard_map(bwd_body, specs, ("x", "x", "x", "valid", "ids", "ids",
+                                     "x", "lse", "x"), ("x", "x", "x"))
+
+  @jax.custom_vjp
+  def ring(q, k, v, valid, q_ids, kv_ids):
+    return fwd(q, k, v, valid, q_ids, kv_ids)[0]
+
+  def ring_fwd(q, k, v, valid, q_ids, kv_ids):
+    o, lse = fwd(q, k, v, valid, q_ids, kv_ids)
+    return o, (q, k, v, valid, q_ids, kv_ids, o, lse)
+
+  def ring_bwd(res, do):
+    dq, dk, dv = bwd(*res, do)
+    return dq, dk, dv, None, None, None
+
+  ring.defvjp(ring_fwd, ring_bwd)
+  return ring(q, k, v, valid, jnp.asarray(q_ids), jnp.asarray(kv_ids))

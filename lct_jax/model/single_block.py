@@ -1,0 +1,99 @@
+"""The single-stream block (HunyuanVideo / Flux), per-group modulated.
+
+One set of weights for video and text tokens: adaLN (shift, scale, gate),
+a fused attention + MLP branch (`proj_out` reads [attention ; MLP hidden])
+and one gated residual. Names mirror diffusers'
+`HunyuanVideoSingleTransformerBlock`: `attn.{to_q,to_k,to_v,norm_q,norm_k}`
+(no output projection: `proj_out` does it), `norm.linear`, `proj_mlp`,
+`proj_out`.
+
+Every op except attention is per token, so the two streams are processed
+separately with the shared weights and meet only in the joint attention:
+numerically the same as diffusers' concatenation, and the per-group
+modulation stays a [B, G, D] broadcast.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from lct_jax import attention
+from lct_jax.layout import apply_rope
+from lct_jax.model.block import BlockInputs
+from lct_jax.model.layers import (AdaLNZero, RMSNorm, gelu_tanh, layer_norm,
+                                  linear, modulate)
+from lct_jax.parallel import constrain
+
+
+class SingleAttention(nnx.Module):
+  """Q/K/V shared by both streams, per-head RMS QK norm; no `to_out`."""
+
+  def __init__(self, width: int, num_heads: int, head_dim: int, *,
+               rngs: nnx.Rngs):
+    self.num_heads, self.head_dim = num_heads, head_dim
+    inner = num_heads * head_dim
+    names = ("embed", "heads")
+    self.to_q = linear(width, inner, names, rngs=rngs)
+    self.to_k = linear(width, inner, names, rngs=rngs)
+    self.to_v = linear(width, inner, names, rngs=rngs)
+    self.norm_q = RMSNorm(head_dim)
+    self.norm_k = RMSNorm(head_dim)
+
+  def qkv(self, x_BxSxD, rope):
+    """-> q, k, v [B, S, H, Dh]; RoPE on q and k unless `rope` is None."""
+    heads = lambda z: z.reshape(*z.shape[:-1], self.num_heads, self.head_dim)
+    q = self.norm_q(heads(self.to_q(x_BxSxD)))
+    k = self.norm_k(heads(self.to_k(x_BxSxD)))
+    v = heads(self.to_v(x_BxSxD))
+    if rope is not None:
+      q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+    return q, k, v
+
+
+class SingleStreamBlock(nnx.Module):
+  """adaLN-Zero single-stream block; modulation per group, not per token."""
+
+  def __init__(self, width: int, num_heads: int, head_dim: int,
+               mlp_ratio: float, *, rngs: nnx.Rngs, zero_init: bool = True):
+    hidden = int(width * mlp_ratio)
+    self.norm = AdaLNZero(width, rngs=rngs, zero=zero_init, chunks=3)
+    self.attn = SingleAttention(width, num_heads, head_dim, rngs=rngs)
+    self.proj_mlp = linear(width, hidden, ("embed", "mlp"), rngs=rngs)
+    # Input is [attention heads ; MLP hidden]; both are tensor-sharded
+    # dimensions, so the concatenation is named like the MLP one.
+    self.proj_out = linear(width + hidden, width, ("mlp", "embed"),
+                           rngs=rngs)
+
+  def __call__(self, vid_BxVxTxD: jax.Array, txt_BxGxLxD: jax.Array,
+               ctx: BlockInputs) -> tuple[jax.Array, jax.Array]:
+    B, V, T, D = vid_BxVxTxD.shape
+    G, L = txt_BxGxLxD.shape[1:3]
+    v_shift, v_scale, v_gate = self.norm(ctx.silu_c_vid_BxVxD)
+    t_shift, t_scale, t_gate = self.norm(ctx.silu_c_txt_BxGxD)
+    vid_in = modulate(layer_norm(vid_BxVxTxD), v_shift, v_scale).reshape(
+        B, V * T, D)
+    txt_in = modulate(layer_norm(txt_BxGxLxD), t_shift, t_scale).reshape(
+        B, G * L, D)
+
+    # Joint attention over [video ; text] (diffusers' order).
+    q_v, k_v, v_v = self.attn.qkv(vid_in, ctx.rope_vid)
+    q_t, k_t, v_t = self.attn.qkv(txt_in, ctx.rope_txt)
+    cat = lambda a, b: jnp.concatenate([a, b], axis=1)
+    q, k, v = cat(q_v, q_t), cat(k_v, k_t), cat(v_v, v_t)
+    q = constrain(q, ("batch", "length", "act_heads", None))
+    k = constrain(k, ("batch", "length", "act_heads", None))
+    v = constrain(v, ("batch", "length", "act_heads", None))
+    o = attention.attend(q, k, v, ctx.mask, impl=ctx.attention_impl,
+                         block_q=ctx.block_q, block_kv=ctx.block_kv)
+    o_BxSxI = o.reshape(B, V * T + G * L, -1)
+
+    def branch(x_in, o_in):
+      mlp = gelu_tanh(self.proj_mlp(x_in))
+      return self.proj_out(jnp.concatenate([o_in, mlp], axis=-1))
+
+    vid_out = branch(vid_in, o_BxSxI[:, :V * T]).reshape(B, V, T, D)
+    txt_out = branch(txt_in, o_BxSxI[:, V * T:]).reshape(B, G, L, D)
+    vid = vid_BxVxTxD + v_gate[:, :, None] * vid_out
+    txt = txt_BxGxLxD + t_gate[:, :, None] * txt_out
+    return vid, txt
