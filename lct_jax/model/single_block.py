@@ -19,6 +19,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from lct_jax import attention
+from lct_jax.attention import striping
 from lct_jax.layout import apply_rope
 from lct_jax.model.block import BlockInputs
 from lct_jax.model.layers import (AdaLNZero, RMSNorm, gelu_tanh, layer_norm,
@@ -41,7 +42,8 @@ class SingleAttention(nnx.Module):
     self.norm_k = RMSNorm(head_dim)
 
   def qkv(self, x_BxSxD, rope):
-    """-> q, k, v [B, S, H, Dh]; RoPE on q and k unless `rope` is None."""
+    """-> q, k, v [..., H, Dh] (any leading token dims, e.g. [B, V, T]);
+    RoPE on q and k unless `rope` is None."""
     heads = lambda z: z.reshape(*z.shape[:-1], self.num_heads, self.head_dim)
     q = self.norm_q(heads(self.to_q(x_BxSxD)))
     k = self.norm_k(heads(self.to_k(x_BxSxD)))
@@ -67,33 +69,35 @@ class SingleStreamBlock(nnx.Module):
 
   def __call__(self, vid_BxVxTxD: jax.Array, txt_BxGxLxD: jax.Array,
                ctx: BlockInputs) -> tuple[jax.Array, jax.Array]:
-    B, V, T, D = vid_BxVxTxD.shape
+    V, T = vid_BxVxTxD.shape[1:3]
     G, L = txt_BxGxLxD.shape[1:3]
     v_shift, v_scale, v_gate = self.norm(ctx.silu_c_vid_BxVxD)
     t_shift, t_scale, t_gate = self.norm(ctx.silu_c_txt_BxGxD)
-    vid_in = modulate(layer_norm(vid_BxVxTxD), v_shift, v_scale).reshape(
-        B, V * T, D)
-    txt_in = modulate(layer_norm(txt_BxGxLxD), t_shift, t_scale).reshape(
-        B, G * L, D)
+    vid_in = modulate(layer_norm(vid_BxVxTxD), v_shift, v_scale)
+    txt_in = modulate(layer_norm(txt_BxGxLxD), t_shift, t_scale)
 
-    # Joint attention over [video ; text] (diffusers' order).
+    # Joint attention over [video ; text] (diffusers' order), in the
+    # context-parallel order of the mask (`striping`), as the dual blocks do.
     q_v, k_v, v_v = self.attn.qkv(vid_in, ctx.rope_vid)
     q_t, k_t, v_t = self.attn.qkv(txt_in, ctx.rope_txt)
-    cat = lambda a, b: jnp.concatenate([a, b], axis=1)
-    q, k, v = cat(q_v, q_t), cat(k_v, k_t), cat(v_v, v_t)
-    q = constrain(q, ("batch", "length", "act_heads", None))
-    k = constrain(k, ("batch", "length", "act_heads", None))
-    v = constrain(v, ("batch", "length", "act_heads", None))
+    n = ctx.context
+    joint = lambda a_v, a_t: constrain(
+        striping.stripe([
+            constrain(a_v, ("batch", None, "length", "act_heads", None)),
+            a_t], n), ("batch", "length", "act_heads", None))
+    q, k, v = joint(q_v, q_t), joint(k_v, k_t), joint(v_v, v_t)
     o = attention.attend(q, k, v, ctx.mask, impl=ctx.attention_impl,
-                         block_q=ctx.block_q, block_kv=ctx.block_kv)
-    o_BxSxI = o.reshape(B, V * T + G * L, -1)
+                         block_q=ctx.block_q, block_kv=ctx.block_kv,
+                         context_strategy=ctx.context_strategy)
+    o_vid, o_txt = striping.unstripe(o, ((V, T), (G, L)), n)
+    flat = lambda o: o.reshape(*o.shape[:-2], -1)
 
     def branch(x_in, o_in):
       mlp = gelu_tanh(self.proj_mlp(x_in))
       return self.proj_out(jnp.concatenate([o_in, mlp], axis=-1))
 
-    vid_out = branch(vid_in, o_BxSxI[:, :V * T]).reshape(B, V, T, D)
-    txt_out = branch(txt_in, o_BxSxI[:, V * T:]).reshape(B, G, L, D)
+    vid_out = branch(vid_in, flat(o_vid))
+    txt_out = branch(txt_in, flat(o_txt))
     vid = vid_BxVxTxD + v_gate[:, :, None] * vid_out
     txt = txt_BxGxLxD + t_gate[:, :, None] * txt_out
     return vid, txt
