@@ -136,17 +136,20 @@ def test_example_scene_files_parse():
     assert scene.shots, path
 
 
-def test_train_periodic_samples(workdir, tmp_path):
-  from lct_jax.sampling import periodic
-  from lct_jax.training.state import abstract_model
-  _, c, state = workdir
-  c = c.copy_and_resolve_references()
-  c.sample.steps = 1
-  graphdef, _ = abstract_model(c)
-  out = periodic.write_samples(c, graphdef, state, str(tmp_path), 7)
-  assert out == str(tmp_path / "samples" / "7")
-  settings = json.loads((tmp_path / "samples" / "7" / "settings.json")
-                        .read_text())
+def test_train_writes_periodic_samples(tmp_path):
+  """train.py --config.train.sample_every: the loop's hook end to end."""
+  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="",
+             PYTHONPATH=str(ROOT))
+  proc = subprocess.run(
+      [sys.executable, str(ROOT / "train.py"), f"--config={CONFIG}",
+       f"--workdir={tmp_path}", "--noprogress", "--config.train.steps=2",
+       "--config.train.sample_every=2", "--config.sample.steps=1"],
+      cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  out = tmp_path / "samples" / "2"
+  settings = json.loads((out / "settings.json").read_text())
   n = len(settings["prompts"])
-  assert settings["step"] == 7 and 1 <= n <= c.scene.max_shots
-  assert (tmp_path / "samples" / "7" / f"shot_{n - 1:02d}.gif").exists()
+  assert settings["step"] == 2 and settings["mode"] == "joint" and n >= 1
+  assert (out / f"shot_{n - 1:02d}.gif").exists()
+  assert (out / "scene_contact.png").exists()
+  assert "consistency" in settings
