@@ -1,11 +1,137 @@
-"""Samples scenes from a trained LCT model (joint, causal, bidirectional AR).
+r"""Samples a scene from a trained LCT model: joint, causal or bidirectional AR.
 
-Not implemented yet: the sampling issue builds it on the model and the
-checkpoints of the training loop. This entry point exists so the layout is
-stable; it exits with an error rather than pretending to work.
+  python sample.py --workdir runs/demo --scene scenes/example.json \
+      --mode joint --out out/
+  python sample.py --workdir runs/demo_causal --scene scenes/example.json \
+      --mode causal --out out/causal --t_c 300 --guidance 2
+
+Modes (DESIGN.md section 5; `lct_jax/sampling/`):
+  joint             every shot at once; shots with a `condition` are fixed
+                    (bidirectional model);
+  causal            shot after shot against a KV cache of the history
+                    (context-causal model: `configs/demo.py:causal`);
+  bidirectional_ar  shot after shot, the history re-run as conditions at
+                    every step (no cache).
+The scene file format is documented in scenes/README.md. Settings come from
+flags, else the scene file, else the run's config (`sample.*`). Writes, under
+--out: shot_NN.{mp4,gif,png,npy}, scene.{mp4,gif}, scene_contact.png and
+settings.json (with consistency scores for the synthetic demo model).
 """
 import sys
+import time
+
+from absl import app, flags, logging
+
+_WORKDIR = flags.DEFINE_string("workdir", "runs/demo", "A train.py work "
+                               "directory (config.json + checkpoints/).")
+_SCENE = flags.DEFINE_string("scene", "scenes/example.json", "Scene file.")
+_MODE = flags.DEFINE_enum("mode", "joint",
+                          ["joint", "causal", "bidirectional_ar"],
+                          "Sampling mode.")
+_OUT = flags.DEFINE_string("out", "out", "Output directory.")
+_STEPS = flags.DEFINE_integer("steps", None, "Euler steps per shot.")
+_GUIDANCE = flags.DEFINE_float("guidance", None, "Text CFG scale (1 = off).")
+_SHIFT = flags.DEFINE_float("shift", None, "Time-grid shift.")
+_T_C = flags.DEFINE_float("t_c", None, "History timestep, 0-1000 scale.")
+_SEED = flags.DEFINE_integer("seed", None, "Scene seed (shots without their "
+                             "own seed use seed * 1000 + index).")
+_EMA = flags.DEFINE_bool("ema", None, "Use the EMA weights (default: the "
+                         "config's sample.use_ema).")
+_FPS = flags.DEFINE_integer("fps", 4, "Frames per second of the videos.")
+_PROGRESS = flags.DEFINE_bool("progress", True, "Show a progress bar.")
+
+
+def fail(message: str):
+  sys.exit(f"error: {message}")
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments {argv[1:]}")
+  if not flags.FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)
+  from lct_jax.sampling import load, outputs, scene_file  # pylint: disable=g-import-not-at-top
+  from lct_jax.sampling.sampler import Sampler  # pylint: disable=g-import-not-at-top
+  from lct_jax.training.checkpoint import CheckpointError  # pylint: disable=g-import-not-at-top
+
+  if _T_C.value is not None and not 0 <= _T_C.value <= 1000:
+    fail(f"--t_c={_T_C.value} must be in [0, 1000] (the paper's scale)")
+  try:
+    config = load.load_config(_WORKDIR.value)
+  except (CheckpointError, ValueError) as e:
+    fail(str(e))
+  mode, N = _MODE.value, config.scene.max_shots
+  try:
+    scene, file_settings = scene_file.load(_SCENE.value, config, max_shots=N)
+  except scene_file.SceneFileError as e:
+    fail(str(e))
+  s = config.sample
+  pick = lambda flag, key, default: (flag.value if flag.value is not None
+                                     else file_settings.get(key, default))
+  steps = pick(_STEPS, "steps", s.steps)
+  shift = pick(_SHIFT, "shift", s.shift)
+  guidance = pick(_GUIDANCE, "guidance", s.cfg_scale)
+  t_c = (_T_C.value / 1000 if _T_C.value is not None
+         else file_settings.get("t_c", s.t_c))
+  use_ema = _EMA.value if _EMA.value is not None else s.use_ema
+  if _SEED.value is not None:
+    for i, shot in enumerate(scene.shots):
+      shot.seed = _SEED.value * 1000 + i
+  if mode == "causal" and config.model.attention_mask != "context_causal":
+    print("warning: --mode causal with a bidirectional model: the cache is "
+          "exact only for context-causal models (train with "
+          "configs/...:causal); see the paper's Fig. 9", file=sys.stderr)
+  try:
+    config, graphdef, params, step = load.load_model(
+        _WORKDIR.value, use_ema=use_ema, config=config)
+  except CheckpointError as e:
+    fail(str(e))
+  sampler = Sampler(config, graphdef, params, steps=steps, shift=shift,
+                    cfg_scale=guidance, t_c=t_c)
+
+  from tqdm import tqdm  # pylint: disable=g-import-not-at-top
+  from lct_jax.sampling import euler  # pylint: disable=g-import-not-at-top
+  shots = len(scene.shots)
+  generated = sum(sh.latents is None for sh in scene.shots)
+  bar = tqdm(total=(shots if mode == "joint" else generated) * steps,
+             disable=not _PROGRESS.value, unit="step", file=sys.stderr,
+             desc=f"{mode}: {generated} of {shots} shots to generate")
+  start = time.perf_counter()
+  try:
+    with euler.progress_hook(lambda: bar.update(1)):
+      if mode == "joint":
+        latents = sampler.joint(scene)
+      elif mode == "causal":
+        latents = sampler.causal(scene)
+      else:
+        latents = sampler.bidirectional_ar(scene)
+  except (ValueError, NotImplementedError) as e:
+    fail(str(e))
+  bar.close()
+  seconds = time.perf_counter() - start
+  global_prompt, prompts = scene_file.prompts(_SCENE.value)
+  settings = {
+      "mode": mode, "workdir": _WORKDIR.value, "checkpoint_step": step,
+      "scene_file": _SCENE.value, "weights": "ema" if use_ema else "raw",
+      "steps": steps, "shift": shift, "guidance": guidance,
+      "t_c_0_1000": t_c * 1000, "attention_mask":
+          config.model.attention_mask,
+      "shots": [{"prompt": p, "frames": sh.num_frames, "seed": sh.seed,
+                 "condition": sh.latents is not None,
+                 "t_c_0_1000": sampler.shot_t_c(sh) * 1000,
+                 "history": None if sh.history is None else list(sh.history)}
+                for p, sh in zip(prompts, scene.shots)],
+      "seconds": seconds}
+  settings = outputs.write_scene(
+      _OUT.value, latents, [sh.num_frames for sh in scene.shots], settings,
+      config=config, prompts=prompts, global_prompt=global_prompt,
+      fps=_FPS.value)
+  line = f"wrote {shots} shots to {_OUT.value} ({seconds:.1f} s)"
+  if "consistency" in settings:
+    line += (f"; consistency mean "
+             f"{settings['consistency']['consistency_mean']:.3f}")
+  print(line, flush=True)
+
 
 if __name__ == "__main__":
-  sys.exit("sample.py: sampling is not implemented yet (see the sampling "
-           "issue); nothing was generated.")
+  app.run(main)

@@ -120,6 +120,20 @@ def base_config() -> ml_collections.ConfigDict:
                                   # the run (something is broken)
   t.distributed = False           # jax.distributed.initialize() first
                                   # (multi-host; coordinator from the env)
+  t.sample_every = 0              # write sample videos of a fixed validation
+                                  # scene to <workdir>/samples/<step>/ every
+                                  # this many steps and at the end; 0 = off
+
+  # --- sample: sampling defaults (DESIGN.md section 5) ----------------------
+  # sample.py and train.py's samples; a scene file or flags override them.
+  sa = c.sample = ml_collections.ConfigDict()
+  sa.steps = 20                   # Euler steps per shot (t from 1 to 0)
+  sa.shift = 1.0                  # time-grid shift (SD3); 1 = uniform grid
+  sa.cfg_scale = 1.0              # text CFG scale; 1 = no guidance pass
+  sa.t_c = 0.3                    # history timestep in [0, 1] for causal /
+                                  # auto-regressive modes (paper: 100-500 of
+                                  # 1000); given conditions default to 0
+  sa.use_ema = True               # sample with the EMA weights, else raw
 
   # --- data: the grain input pipeline (DESIGN.md section 7) ---------------
   d = c.data = ml_collections.ConfigDict()
@@ -204,6 +218,19 @@ def validate(c: ml_collections.ConfigDict) -> None:
   if c.train.batch_size % c.train.grad_accum:
     raise ValueError(f"train.batch_size={c.train.batch_size} is not divisible "
                      f"by train.grad_accum={c.train.grad_accum}")
+  sa = c.sample
+  if sa.steps < 1:
+    raise ValueError(f"sample.steps={sa.steps} must be >= 1")
+  if sa.shift <= 0:
+    raise ValueError(f"sample.shift={sa.shift} must be > 0")
+  if sa.cfg_scale < 0:
+    raise ValueError(f"sample.cfg_scale={sa.cfg_scale} must be >= 0")
+  if not 0.0 <= sa.t_c <= 1.0:
+    raise ValueError(f"sample.t_c={sa.t_c} must be in [0, 1] (internal "
+                     "scale; 0-1000 only on command lines and scene files)")
+  if c.train.sample_every < 0:
+    raise ValueError(f"train.sample_every={c.train.sample_every} must be "
+                     ">= 0")
   d = c.data
   choice("data.source", d.source, DATA_SOURCES)
   for name in ("num_scenes", "prefetch"):

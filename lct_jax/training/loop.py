@@ -14,6 +14,8 @@
      every `train.log_every` steps; checkpoints every
      `train.checkpoint_every` steps, at the end, and on preemption
      (SIGTERM, or the multi-host preemption sync point) before returning.
+     With `train.sample_every`, sample videos of a fixed validation scene
+     go to `<workdir>/samples/<step>/` (lct_jax/sampling/periodic.py).
 A non-finite loss or gradient never updates the state (the step skips it);
 `train.on_nonfinite='stop'` then raises, `'skip'` counts and goes on.
 """
@@ -226,6 +228,16 @@ def train(config, workdir: str, *, progress: bool = True,
       writer.close()
 
 
+def _write_samples(config, graphdef, state, workdir, step, bar):
+  """train.sample_every: sample videos of a fixed validation scene."""
+  if jax.process_count() > 1:
+    logging.warning("train.sample_every: sampling is single-process; skipped")
+    return
+  from lct_jax.sampling import periodic  # pylint: disable=g-import-not-at-top
+  out = periodic.write_samples(config, graphdef, state, workdir, step)
+  bar.write(f"step {step:6d}  samples written to {out}")
+
+
 def _run(config, workdir, mesh, graphdef, state, rng, batches, ckpt, writer,
          start, *, is_main, progress, log_batches, signal_at_step):
   t = config.train
@@ -292,6 +304,9 @@ def _run(config, workdir, mesh, graphdef, state, rng, batches, ckpt, writer,
         if done % t.checkpoint_every == 0 or done == t.steps or preempted:
           metrics.drain()            # a NaN at this step raises before saving
           last_saved = ckpt.save(state, batches.get_state(), rng, config)
+        if t.sample_every and is_main and (done % t.sample_every == 0
+                                           or done == t.steps):
+          _write_samples(config, graphdef, state, workdir, done, bar)
         if preempted:
           ckpt.wait()
           if is_main:

@@ -1,0 +1,100 @@
+"""Causal auto-regressive generation with the KV cache (DESIGN.md 5, mode b).
+
+Three jitted pieces, each compiled once per (graphdef, shapes) whatever the
+shot index or the history pool (slot and pool are traced values):
+  init    the global group's K/V -> an empty `KVCache` of C shot slots;
+  denoise Euler sampling of one new shot against the cache (only the new
+          shot's tokens are computed at every step);
+  encode  a finished (or given) shot, noised to its t_c with its fixed
+          noise, run once at t_c; its K/V written into a cache slot.
+With text CFG the cache holds 2B rows, [conditional ; unconditional text]
+(history text is nulled in the unconditional rows too, as in training's
+text dropout), and the guided velocity is v_u + s (v_c - v_u).
+"""
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from lct_jax.diffusion import flow
+from lct_jax.model import kv_cache
+from lct_jax.sampling import euler
+
+
+def _two(x):
+  return None if x is None else jnp.concatenate([x, x], axis=0)
+
+
+def _text(text, text_len, pooled, use_cfg):
+  if use_cfg:
+    return euler.with_uncond(text, text_len, pooled)
+  return text, text_len, pooled
+
+
+def init(model, text_BxL, text_len_B, pooled_BxP, *, capacity: int,
+         use_cfg: bool, guidance_B=None) -> kv_cache.KVCache:
+  text, text_len, pooled = _text(text_BxL, text_len_B, pooled_BxP, use_cfg)
+  guidance = _two(guidance_B) if use_cfg else guidance_B
+  return kv_cache.init_cache(model, text, text_len, pooled,
+                             capacity=capacity, guidance_B=guidance)
+
+
+def denoise(model, cache, pool_BxC, text_BxL, text_len_B, pooled_BxP,
+            num_frames_B, eps_BxFxHxWxC, ts, cfg_scale, *, use_cfg: bool,
+            guidance_B=None):
+  """One new shot from noise `eps` to t = 0 against the cache."""
+  B = eps_BxFxHxWxC.shape[0]
+  text, text_len, pooled = _text(text_BxL, text_len_B, pooled_BxP, use_cfg)
+  if use_cfg:
+    pool_BxC, num_frames_B, guidance_B = (_two(pool_BxC), _two(num_frames_B),
+                                          _two(guidance_B))
+
+  def velocity(z, t):
+    z = _two(z) if use_cfg else z
+    t_B = jnp.full((z.shape[0],), t, jnp.float32)
+    v, _ = kv_cache.forward_shot(model, cache, pool_BxC, z, t_B, text,
+                                 text_len, num_frames_B, pooled, guidance_B)
+    return euler.guide(v[:B], v[B:], cfg_scale) if use_cfg else v
+
+  z = euler.sample(velocity, eps_BxFxHxWxC, ts)
+  frames = flow.frame_mask(num_frames_B[:B, None], z.shape[1])[:, 0]
+  return jnp.where(frames[..., None, None, None], z, jnp.zeros_like(z))
+
+
+def encode(model, cache, slot, pool_BxC, latents_BxFxHxWxC, eps_BxFxHxWxC,
+           t_c_B, text_BxL, text_len_B, pooled_BxP, num_frames_B, *,
+           use_cfg: bool, guidance_B=None) -> kv_cache.KVCache:
+  """Noises a shot to t_c with its fixed noise, runs it once against its
+  history pool, and writes its K/V into cache slot `slot`."""
+  z = flow.add_noise(latents_BxFxHxWxC, eps_BxFxHxWxC, t_c_B)
+  text, text_len, pooled = _text(text_BxL, text_len_B, pooled_BxP, use_cfg)
+  if use_cfg:
+    z, t_c_B, pool_BxC, num_frames_B, guidance_B = map(
+        _two, (z, t_c_B, pool_BxC, num_frames_B, guidance_B))
+  _, kv = kv_cache.forward_shot(model, cache, pool_BxC, z, t_c_B, text,
+                                text_len, num_frames_B, pooled, guidance_B,
+                                collect_kv=True)
+  return cache.write(slot, kv, text_len, num_frames_B)
+
+
+@functools.lru_cache(maxsize=None)
+def jitted(graphdef):
+  """(init, denoise, encode) jitted as functions of the parameters."""
+  merge = lambda p: nnx.merge(graphdef, p)
+  init_fn = jax.jit(
+      lambda p, *a, capacity, use_cfg, guidance_B=None: init(
+          merge(p), *a, capacity=capacity, use_cfg=use_cfg,
+          guidance_B=guidance_B),
+      static_argnames=("capacity", "use_cfg"))
+  denoise_fn = jax.jit(
+      lambda p, *a, use_cfg, guidance_B=None: denoise(
+          merge(p), *a, use_cfg=use_cfg, guidance_B=guidance_B),
+      static_argnames=("use_cfg",))
+  encode_fn = jax.jit(
+      lambda p, *a, use_cfg, guidance_B=None: encode(
+          merge(p), *a, use_cfg=use_cfg, guidance_B=guidance_B),
+      static_argnames=("use_cfg",))
+  return init_fn, denoise_fn, encode_fn

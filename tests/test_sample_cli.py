@@ -1,0 +1,155 @@
+"""sample.py end to end on a tiny checkpoint, and its bad-input errors.
+
+The work directory is written in-process (an initial train state saved with
+the training loop's Checkpointer and a config.json, as train.py leaves
+them) so that no training step has to compile here.
+"""
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from lct_jax import configlib
+from lct_jax.parallel import make_mesh
+from lct_jax.sampling import load, scene_file
+from lct_jax.training import placement
+from lct_jax.training.checkpoint import CheckpointError, Checkpointer
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+CONFIG = str(ROOT / "tests" / "configs" / "tiny_run.py")
+PROMPT = "Character 1 is a large red circle on a checkered teal background."
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+  wd = tmp_path_factory.mktemp("run")
+  c = configlib.load(CONFIG)
+  mesh = make_mesh(dict(data=1, fsdp=1, context=1, tensor=1),
+                   jax.devices()[:1])
+  state = placement.init_state(c, mesh)
+  ckpt = Checkpointer(str(wd), async_save=False)
+  ckpt.save(state, {}, jax.random.key(0), c)
+  ckpt.wait()
+  ckpt.close()
+  (wd / "config.json").write_text(c.to_json_best_effort(indent=1))
+  return wd, c, state
+
+
+def write_scene(path, **spec):
+  spec.setdefault("global_prompt", PROMPT)
+  path.write_text(json.dumps(spec))
+  return str(path)
+
+
+def run_sample(*args):
+  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="",
+             PYTHONPATH=str(ROOT))
+  return subprocess.run([sys.executable, str(ROOT / "sample.py"),
+                         "--noprogress", *args], cwd=ROOT, env=env,
+                        capture_output=True, text=True, timeout=300)
+
+
+def test_joint_sampling_writes_everything(workdir, tmp_path):
+  wd, c, _ = workdir
+  given = np.random.default_rng(0).uniform(
+      -1, 1, (2, 16, 16, 3)).astype(np.float32)
+  np.save(tmp_path / "first.npy", given)
+  scene = write_scene(
+      tmp_path / "s.json", steps=2, guidance=2.0, shots=[
+          {"prompt": "[SHOT CUT] wide shot, Character 1 moves right.",
+           "condition": "first.npy"},
+          {"prompt": "[SHOT CUT] close shot, Character 1 stays still.",
+           "frames": 1}])
+  out = tmp_path / "out"
+  proc = run_sample(f"--workdir={wd}", f"--scene={scene}", "--mode=joint",
+                    f"--out={out}")
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  for name in ("scene.mp4", "scene.gif", "scene_contact.png",
+               "shot_00.mp4", "shot_01.gif", "shot_01.png", "shot_01.npy"):
+    assert (out / name).stat().st_size > 0, name
+  # The condition comes back bit-identical.
+  assert np.load(out / "shot_00.npy").tobytes() == given.tobytes()
+  assert np.load(out / "shot_01.npy").shape == (1, 16, 16, 3)
+  settings = json.loads((out / "settings.json").read_text())
+  assert settings["mode"] == "joint" and settings["steps"] == 2
+  assert settings["weights"] == "ema" and settings["shots"][0]["condition"]
+  assert set(settings["consistency"]["consistency"]) == {
+      "shape", "sprite_color", "size", "background_color", "texture", "tint"}
+  import av  # the MP4 decodes to the frames it should hold
+  with av.open(str(out / "scene.mp4")) as f:
+    assert len(list(f.decode(video=0))) == 3
+
+
+def test_cli_errors_name_the_field(workdir, tmp_path):
+  wd, _, _ = workdir
+  scene = write_scene(tmp_path / "s.json", shots=[{"prompt": "x"}], colour=1)
+  proc = run_sample(f"--workdir={wd}", f"--scene={scene}")
+  assert proc.returncode == 1 and "unknown key(s) ['colour']" in proc.stderr
+  proc = run_sample(f"--workdir={tmp_path}", f"--scene={scene}")
+  assert proc.returncode == 1 and "config.json" in proc.stderr
+
+
+@pytest.mark.parametrize("spec, shape, match", [
+    (dict(shots=[{"prompt": "x", "speed": 2}]), None, r"shots\[0\].*'speed'"),
+    (dict(shots=[{"prompt": "x"}] * 3), None, "3 shots.*max_shots=2"),
+    (dict(t_c=1200, shots=[{"prompt": "x"}]), None, r"t_c=1200.*\[0, 1000\]"),
+    (dict(shots=[{"prompt": "x", "t_c": -1}]), None, r"shots\[0\].t_c"),
+    (dict(shots=[{"prompt": "x", "condition": "m.npy"}]), (2, 8, 8, 3),
+     r"shots\[0\].condition.*m.npy.*8x8.*16x16"),
+    (dict(shots=[{"prompt": "x", "condition": "m.npy"}]), (2, 16, 16, 4),
+     r"shots\[0\].condition.*4 latent channels.*in_channels=3"),
+    (dict(shots=[{"prompt": "x", "condition": "m.npy"}]), (3, 16, 16, 3),
+     "3 frames, more than scene.frames=2"),
+    (dict(shots=[{"prompt": "x", "condition": "nope.mp4"}]), None,
+     r"shots\[0\].condition.*does not exist"),
+    (dict(shots=[{"prompt": "x"}, {"prompt": "y", "history": [1]}]), None,
+     r"shots\[1\].history"),
+])
+def test_bad_scene_files(workdir, tmp_path, spec, shape, match):
+  _, c, state = workdir
+  if shape is not None:
+    np.save(tmp_path / "m.npy", np.zeros(shape, np.float32))
+  path = write_scene(tmp_path / "bad.json", **spec)
+  with pytest.raises(scene_file.SceneFileError, match=match) as e:
+    scene_file.load(path, c, max_shots=c.scene.max_shots)
+  assert "bad.json" in str(e.value)
+
+
+def test_workdir_without_checkpoint(workdir, tmp_path):
+  _, c, state = workdir
+  (tmp_path / "config.json").write_text(c.to_json_best_effort())
+  with pytest.raises(CheckpointError, match="no checkpoint"):
+    load.load_model(str(tmp_path))
+
+
+def test_example_scene_files_parse():
+  c = configlib.load(str(ROOT / "configs" / "demo.py"))
+  for path in sorted((ROOT / "scenes").glob("*.json")):
+    if path.name == "composition.json":
+      pytest.importorskip("PIL")
+    scene, _ = scene_file.load(str(path), c, max_shots=c.scene.max_shots)
+    assert scene.shots, path
+
+
+def test_train_writes_periodic_samples(tmp_path):
+  """train.py --config.train.sample_every: the loop's hook end to end."""
+  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="",
+             PYTHONPATH=str(ROOT))
+  proc = subprocess.run(
+      [sys.executable, str(ROOT / "train.py"), f"--config={CONFIG}",
+       f"--workdir={tmp_path}", "--noprogress", "--config.train.steps=2",
+       "--config.train.sample_every=2", "--config.sample.steps=1"],
+      cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  out = tmp_path / "samples" / "2"
+  settings = json.loads((out / "settings.json").read_text())
+  n = len(settings["prompts"])
+  assert settings["step"] == 2 and settings["mode"] == "joint" and n >= 1
+  assert (out / f"shot_{n - 1:02d}.gif").exists()
+  assert (out / "scene_contact.png").exists()
+  assert "consistency" in settings
