@@ -77,6 +77,8 @@ def main(argv):
     return
   if config.train.distributed:
     import jax  # pylint: disable=g-import-not-at-top
+    # CPU processes need a collectives backend (GPU/TPU ignore this).
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
     # Unset flags: detected from the cluster (TPU pod, SLURM, ...).
     jax.distributed.initialize(coordinator_address=_COORDINATOR.value,
                                num_processes=_NUM_PROCESSES.value,

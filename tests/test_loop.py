@@ -58,7 +58,7 @@ def config(stage="lct", **train):
   return c
 
 
-def restore(workdir, c=None, mesh=None):
+def restore(workdir, c=None, mesh=None, with_data=True):
   """The newest checkpoint of a workdir, on one device (numpy leaves)."""
   c = c or config()
   mesh = mesh or make_mesh(dict(data=1, fsdp=1, context=1, tensor=1),
@@ -68,7 +68,7 @@ def restore(workdir, c=None, mesh=None):
       abstract, placement.state_shardings(c, mesh, abstract))
   ckpt = Checkpointer(str(workdir))
   try:
-    return ckpt.restore_latest(target, c)
+    return ckpt.restore_latest(target, c, with_data=with_data)
   finally:
     ckpt.close()
 
@@ -281,3 +281,50 @@ def test_config_errors_come_before_compiling(tmp_path):
   proc = run_train(tmp_path / "r", "--config.train.stpes=3", check=False)
   assert proc.returncode != 0
   assert "unknown config field 'train.stpes'" in proc.stderr
+
+
+def test_two_processes_train_like_one(straight_run, tmp_path):
+  """train.py as 2 jax.distributed processes of 1 CPU device each: each
+  reads its half of every global batch, both write their iterator state,
+  and the parameters follow the 1-process run (float tolerance: the
+  gradient is summed over 2 devices in another order)."""
+  import socket  # pylint: disable=g-import-not-at-top
+  with socket.socket() as s:
+    s.bind(("localhost", 0))
+    port = s.getsockname()[1]
+  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="",
+             PYTHONPATH=str(ROOT))
+  procs = [subprocess.Popen(
+      [sys.executable, str(ROOT / "train.py"), f"--config={CONFIG}",
+       f"--workdir={tmp_path}", "--noprogress", "--log_batches",
+       "--config.train.distributed=True", f"--coordinator_address=localhost:"
+       f"{port}", "--num_processes=2", f"--process_id={i}"],
+      cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+      text=True) for i in range(2)]
+  outs = [p.communicate(timeout=300) for p in procs]
+  for p, (out, err) in zip(procs, outs):
+    assert p.returncode == 0, out[-2000:] + err[-3000:]
+  assert "done: step 8" in outs[0][0]
+  assert "new run" not in outs[1][0]            # process 0 alone reports
+  data = tmp_path / "checkpoints" / "8" / "data"
+  assert sorted(f for f in os.listdir(data) if f.startswith("process")) == [
+      "process_0-of-2.json", "process_1-of-2.json"]
+  want = batches_by_step(straight_run)
+  for step, scenes in want.items():
+    halves = []
+    for i in range(2):
+      with open(tmp_path / f"batches-{i}.jsonl") as f:
+        halves += [json.loads(l)["scenes"] for l in f
+                   if json.loads(l)["step"] == step]
+    assert sorted(halves[0] + halves[1]) == sorted(scenes)
+  # This test process is one process: the 2-process iterator states are an
+  # error to resume from (not corruption: nothing is moved) ...
+  with pytest.raises(CheckpointError, match="another process layout"):
+    restore(tmp_path)
+  assert not (tmp_path / "corrupt_checkpoints").exists()
+  # ... but the model state restores anywhere.
+  got, ref = restore(tmp_path, with_data=False), restore(straight_run)
+  for a, b in zip(jax.tree.leaves(got["state"].params),
+                  jax.tree.leaves(ref["state"].params)):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=2e-5,
+                               rtol=1e-4)

@@ -43,7 +43,12 @@ RUNTIME_FIELDS = ("attention_impl", "block_q", "block_kv", "remat_policy",
 
 
 class CheckpointError(RuntimeError):
-  """No usable checkpoint where one is required, or an incompatible one."""
+  """No usable checkpoint where one is required, or an incompatible one
+  (another model, another process layout): reported, nothing moved."""
+
+
+class CorruptCheckpointError(RuntimeError):
+  """A checkpoint whose contents disagree with its own checksums."""
 
 
 class _IteratorSnapshot:
@@ -165,16 +170,37 @@ class Checkpointer:
           f"(differs in {', '.join(diff)}); resume with the same config, use "
           "another --workdir, or start from it with train.init_from")
 
-  def _restore_step(self, step: int, target) -> dict:
-    restored = self._manager.restore(step, args=ocp.args.Composite(**{
-        STATE: ocp.args.StandardRestore(target),
-        DATA: grain.checkpoint.CheckpointRestore(_IteratorSnapshot()),
-        META: ocp.args.JsonRestore()}))
+  def _check_process_layout(self, step: int) -> None:
+    """The data item must hold this process layout's iterator state."""
+    data_dir = os.path.join(self.step_dir(step), DATA)
+    n = jax.process_count()
+    mine = f"process_{jax.process_index()}-of-{n}.json"
+    if not os.path.isdir(data_dir) or os.path.exists(
+        os.path.join(data_dir, mine)):
+      return        # (a missing data item is corruption: the restore says so)
+    saved = sorted(f for f in os.listdir(data_dir) if f.startswith("process_"))
+    if saved:
+      raise CheckpointError(
+          f"{self.step_dir(step)} holds input-iterator states for another "
+          f"process layout ({', '.join(saved)}) but this run has {n} "
+          f"process(es): resume with the same number of processes (each "
+          "reads its own slice of the data), or start a new workdir from it "
+          "with train.init_from")
+
+  def _restore_step(self, step: int, target, with_data: bool) -> dict:
+    items = {STATE: ocp.args.StandardRestore(target),
+             META: ocp.args.JsonRestore()}
+    if with_data:
+      self._check_process_layout(step)
+      items[DATA] = grain.checkpoint.CheckpointRestore(_IteratorSnapshot())
+    restored = self._manager.restore(step, args=ocp.args.Composite(**items))
     meta = restored[META]
     state = restored[STATE]
     if _host_checksums(state) != meta["checksums"]:
-      raise CheckpointError("state checksums do not match the saved ones")
-    return {"state": state, "iterator_state": restored[DATA].state,
+      raise CorruptCheckpointError(
+          "state checksums do not match the saved ones")
+    return {"state": state,
+            "iterator_state": restored[DATA].state if with_data else None,
             "rng": jax.random.wrap_key_data(
                 np.asarray(meta["rng"], np.uint32)),
             "step": meta["step"]}
@@ -191,13 +217,16 @@ class Checkpointer:
     self._manager = self._new_manager()
     return dest
 
-  def restore_latest(self, target, config) -> dict[str, Any] | None:
+  def restore_latest(self, target, config, *, with_data: bool = True
+                     ) -> dict[str, Any] | None:
     """The newest good checkpoint restored onto `target`'s shardings.
 
     Args:
       target: the TrainState as ShapeDtypeStructs with shardings
         (`placement.with_shape_dtype_shardings`).
       config: the run's config (checked against the checkpoint's model).
+      with_data: also restore this process's input-iterator state (a
+        checkpoint of another process layout is then an error).
 
     Returns:
       None if there is no checkpoint, else {state, iterator_state, rng, step}.
@@ -211,7 +240,9 @@ class Checkpointer:
         error = e
       else:
         try:
-          return self._restore_step(step, target)
+          return self._restore_step(step, target, with_data)
+        except CheckpointError:
+          raise
         except Exception as e:  # pylint: disable=broad-except
           error = e
       dest = self._move_aside(step)
