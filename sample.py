@@ -93,7 +93,8 @@ def main(argv):
   from lct_jax.sampling import euler  # pylint: disable=g-import-not-at-top
   shots = len(scene.shots)
   generated = sum(sh.latents is None for sh in scene.shots)
-  bar = tqdm(total=(shots if mode == "joint" else generated) * steps,
+  # Joint mode denoises all shots together: one Euler pass of `steps`.
+  bar = tqdm(total=(1 if mode == "joint" else generated) * steps,
              disable=not _PROGRESS.value, unit="step", file=sys.stderr,
              desc=f"{mode}: {generated} of {shots} shots to generate")
   start = time.perf_counter()

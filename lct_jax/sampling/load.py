@@ -64,7 +64,9 @@ def load_model(workdir: str, *, use_ema: bool = True, config=None):
       abstract, placement.state_shardings(config, mesh, abstract))
   ckpt = Checkpointer(workdir, async_save=False)
   try:
-    restored = ckpt.restore_latest(target, config)
+    # The model state only: sampling does not need (and, after a
+    # multi-process run, could not use) the input-iterator states.
+    restored = ckpt.restore_latest(target, config, with_data=False)
   finally:
     ckpt.close()
   if restored is None:
