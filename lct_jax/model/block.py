@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 
 import jax
-import jax.numpy as jnp
 from flax import nnx
 
 from lct_jax import attention
@@ -79,8 +78,8 @@ class JointAttention(nnx.Module):
   def _heads(self, x_BxSxD):
     return x_BxSxD.reshape(*x_BxSxD.shape[:-1], self.num_heads, self.head_dim)
 
-  def project(self, vid_BxVxTxD, txt_BxGxLxD, rope_vid, rope_txt):
-    """Per stream (q, k, v), [B, V, T, H, Dh] and [B, G, L, H, Dh], roped.
+  def qkv(self, vid_BxVxTxD, txt_BxGxLxD):
+    """Per stream (q, k, v) before RoPE, [B, V, T, H, Dh] and [B, G, L, H, Dh].
 
     Video keeps its slot axis: its tokens (T) are what 'context' shards, and
     flattening V x T would interleave shards (a reshard on every layer).
@@ -91,14 +90,13 @@ class JointAttention(nnx.Module):
     q_t = self.norm_added_q(self._heads(self.add_q_proj(txt_BxGxLxD)))
     k_t = self.norm_added_k(self._heads(self.add_k_proj(txt_BxGxLxD)))
     v_t = self._heads(self.add_v_proj(txt_BxGxLxD))
-    q_v, k_v = apply_rope(q_v, *rope_vid), apply_rope(k_v, *rope_vid)
-    if rope_txt is not None:
-      q_t, k_t = apply_rope(q_t, *rope_txt), apply_rope(k_t, *rope_txt)
     return (q_v, k_v, v_v), (q_t, k_t, v_t)
 
   def output(self, o_vid_BxVxTxHxDh, o_txt_BxGxLxHxDh):
     """Projects each stream's attention output back to the width."""
-    flat = lambda o: o.reshape(*o.shape[:-2], -1)
+    # An explicit width, not -1: a stream may have no tokens (zero size).
+    inner = self.num_heads * self.head_dim
+    flat = lambda o: o.reshape(*o.shape[:-2], inner)
     return (self.to_out_0(flat(o_vid_BxVxTxHxDh)),
             self.to_add_out(flat(o_txt_BxGxLxHxDh)))
 
@@ -119,17 +117,35 @@ class DualStreamBlock(nnx.Module):
                ctx: BlockInputs) -> tuple[jax.Array, jax.Array]:
     V, T = vid_BxVxTxD.shape[1:3]
     G, L = txt_BxGxLxD.shape[1:3]
-    (v_shift1, v_scale1, v_gate1, v_shift2, v_scale2,
-     v_gate2) = self.norm1(ctx.silu_c_vid_BxVxD)
-    (t_shift1, t_scale1, t_gate1, t_shift2, t_scale2,
-     t_gate2) = self.norm1_context(ctx.silu_c_txt_BxGxD)
 
-    # Joint attention over [video ; text], in context-parallel order.
+    def attend(vid_qkv, txt_qkv):
+      # RoPE, then joint attention over [video ; text] in context-parallel
+      # order.
+      (q_v, k_v, v_v), (q_t, k_t, v_t) = vid_qkv, txt_qkv
+      q_v, k_v = apply_rope(q_v, *ctx.rope_vid), apply_rope(k_v, *ctx.rope_vid)
+      if ctx.rope_txt is not None:
+        q_t = apply_rope(q_t, *ctx.rope_txt)
+        k_t = apply_rope(k_t, *ctx.rope_txt)
+      return joint_attention((q_v, k_v, v_v), (q_t, k_t, v_t), ctx, (V, T),
+                             (G, L))
+
+    return self.forward(vid_BxVxTxD, txt_BxGxLxD, ctx.silu_c_vid_BxVxD,
+                        ctx.silu_c_txt_BxGxD, attend)
+
+  def forward(self, vid_BxVxTxD, txt_BxGxLxD, silu_c_vid_BxVxD,
+              silu_c_txt_BxGxD, attend):
+    """The block with its attention supplied: `attend(vid_qkv, txt_qkv)` gets
+    each stream's pre-RoPE (q, k, v) and returns the per-stream outputs
+    (`__call__`: the whole scene; the KV cache: own tokens against cached
+    keys). Everything else (modulation, projections, MLPs) lives here once.
+    """
+    (v_shift1, v_scale1, v_gate1, v_shift2, v_scale2,
+     v_gate2) = self.norm1(silu_c_vid_BxVxD)
+    (t_shift1, t_scale1, t_gate1, t_shift2, t_scale2,
+     t_gate2) = self.norm1_context(silu_c_txt_BxGxD)
     vid_in = modulate(layer_norm(vid_BxVxTxD), v_shift1, v_scale1)
     txt_in = modulate(layer_norm(txt_BxGxLxD), t_shift1, t_scale1)
-    vid_qkv, txt_qkv = self.attn.project(vid_in, txt_in, ctx.rope_vid,
-                                         ctx.rope_txt)
-    o_vid, o_txt = joint_attention(vid_qkv, txt_qkv, ctx, (V, T), (G, L))
+    o_vid, o_txt = attend(*self.attn.qkv(vid_in, txt_in))
     vid_attn, txt_attn = self.attn.output(o_vid, o_txt)
     vid = vid_BxVxTxD + v_gate1[:, :, None] * vid_attn
     txt = txt_BxGxLxD + t_gate1[:, :, None] * txt_attn

@@ -36,7 +36,6 @@ from flax import nnx
 from lct_jax import attention
 from lct_jax.layout import SceneGeometry, apply_rope, build_layout, rope_tables
 from lct_jax.model.embeddings import unpatchify
-from lct_jax.model.layers import layer_norm, modulate
 
 
 @flax.struct.dataclass
@@ -103,46 +102,31 @@ def _rope(x_BxSxHxD, rope):
 
 def _block_with_context(blk, vid, txt, silu_c_vid, silu_c_txt, rope_vid,
                         rope_txt, ctx_vid_kv, ctx_txt_kv, mask, impl, bq, bkv):
-  """`DualStreamBlock.__call__` for own tokens that also attend to context
+  """`DualStreamBlock.forward` for own tokens that also attend to context
   keys/values (already rotated). Returns (vid, txt, own pre-RoPE kv)."""
-  B, V, T, D = vid.shape
+  B, V, T, _ = vid.shape
   G, L = txt.shape[1:3]
-  a = blk.attn
-  (v_shift1, v_scale1, v_gate1, v_shift2, v_scale2,
-   v_gate2) = blk.norm1(silu_c_vid)
-  (t_shift1, t_scale1, t_gate1, t_shift2, t_scale2,
-   t_gate2) = blk.norm1_context(silu_c_txt)
-  vid_in = modulate(layer_norm(vid), v_shift1, v_scale1).reshape(B, V * T, D)
-  txt_in = modulate(layer_norm(txt), t_shift1, t_scale1).reshape(B, G * L, D)
-  heads = lambda x: x.reshape(*x.shape[:-1], a.num_heads, a.head_dim)
-  q_v = a.norm_q(heads(a.to_q(vid_in)))
-  k_v = a.norm_k(heads(a.to_k(vid_in)))
-  v_v = heads(a.to_v(vid_in))
-  q_t = a.norm_added_q(heads(a.add_q_proj(txt_in)))
-  k_t = a.norm_added_k(heads(a.add_k_proj(txt_in)))
-  v_t = heads(a.add_v_proj(txt_in))
-  own_kv = (k_v, v_v, k_t, v_t)
-  q_v, k_v_rot = _rope(q_v, rope_vid), _rope(k_v, rope_vid)
-  q_t, k_t_rot = _rope(q_t, rope_txt), _rope(k_t, rope_txt)
-  cat = lambda *xs: jnp.concatenate(xs, axis=1)
-  q = cat(q_v, q_t)
-  k = cat(ctx_vid_kv[0], k_v_rot, ctx_txt_kv[0], k_t_rot)
-  v = cat(ctx_vid_kv[1], v_v, ctx_txt_kv[1], v_t)
-  o = attention.attend(q, k, v, mask, impl=impl, block_q=bq, block_kv=bkv)
-  o_vid = o[:, :V * T].reshape(B, V, T, *o.shape[2:])
-  o_txt = o[:, V * T:].reshape(B, G, L, *o.shape[2:])
-  if V:
-    vid_attn, txt_attn = a.output(o_vid, o_txt)
-  else:   # no video tokens (the global group): output() cannot reshape []
-    vid_attn = vid
-    txt_attn = a.to_add_out(o_txt.reshape(B, G, L, -1))
-  vid = vid + v_gate1[:, :, None] * vid_attn
-  txt = txt + t_gate1[:, :, None] * txt_attn
-  vid = vid + v_gate2[:, :, None] * blk.ff(
-      modulate(layer_norm(vid), v_shift2, v_scale2))
-  txt = txt + t_gate2[:, :, None] * blk.ff_context(
-      modulate(layer_norm(txt), t_shift2, t_scale2))
-  return vid, txt, own_kv
+  own = []
+
+  def attend(vid_qkv, txt_qkv):
+    # Flat token axes: RoPE tables and cached keys are [B, S, ...].
+    flat_v = lambda x: x.reshape(B, V * T, *x.shape[3:])
+    flat_t = lambda x: x.reshape(B, G * L, *x.shape[3:])
+    q_v, k_v, v_v = map(flat_v, vid_qkv)
+    q_t, k_t, v_t = map(flat_t, txt_qkv)
+    own.append((k_v, v_v, k_t, v_t))
+    q_v, k_v_rot = _rope(q_v, rope_vid), _rope(k_v, rope_vid)
+    q_t, k_t_rot = _rope(q_t, rope_txt), _rope(k_t, rope_txt)
+    cat = lambda *xs: jnp.concatenate(xs, axis=1)
+    q = cat(q_v, q_t)
+    k = cat(ctx_vid_kv[0], k_v_rot, ctx_txt_kv[0], k_t_rot)
+    v = cat(ctx_vid_kv[1], v_v, ctx_txt_kv[1], v_t)
+    o = attention.attend(q, k, v, mask, impl=impl, block_q=bq, block_kv=bkv)
+    return (o[:, :V * T].reshape(B, V, T, *o.shape[2:]),
+            o[:, V * T:].reshape(B, G, L, *o.shape[2:]))
+
+  vid, txt = blk.forward(vid, txt, silu_c_vid, silu_c_txt, attend)
+  return vid, txt, own[0]
 
 
 def _run_layers(model, vid, txt, silu_c_vid, silu_c_txt, rope_vid, rope_txt,
