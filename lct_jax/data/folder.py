@@ -227,15 +227,20 @@ def detect_kind(src: str) -> str:
   raise ValueError(f"no readable scene.json under {src!r}")
 
 
-def write_video(path: str, frames: np.ndarray, fps: int = 8) -> None:
-  """Writes uint8 RGB [F, H, W, 3] losslessly (H.264 RGB, crf 0)."""
+def write_video(path: str, frames: np.ndarray, fps: int = 8, *,
+                lossless: bool = True) -> None:
+  """Writes uint8 RGB [F, H, W, 3] as H.264: lossless RGB (crf 0, for data),
+  or with `lossless=False` yuv420p crf 12 (smaller, plays in browsers)."""
+  codec, pix_fmt, crf = (("libx264rgb", "rgb24", "0") if lossless
+                         else ("libx264", "yuv420p", "12"))
   with av.open(path, "w") as container:
-    stream = container.add_stream("libx264rgb", rate=fps)
+    stream = container.add_stream(codec, rate=fps)
     stream.height, stream.width = frames.shape[1:3]
-    stream.pix_fmt = "rgb24"
-    stream.options = {"crf": "0"}
+    stream.pix_fmt = pix_fmt
+    stream.options = {"crf": crf}
     for frame in frames:
-      container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, "rgb24")))
+      container.mux(stream.encode(av.VideoFrame.from_ndarray(
+          np.ascontiguousarray(frame), "rgb24")))
     container.mux(stream.encode())
 
 

@@ -127,16 +127,8 @@ def write_gif(path: str, frames: np.ndarray, fps: int = 4) -> None:
 def write_mp4(path: str, frames: np.ndarray, fps: int = 4) -> bool:
   """H.264 (yuv420p) via PyAV; False (nothing written) without PyAV."""
   try:
-    import av  # pylint: disable=g-import-not-at-top
-  except ImportError:
+    from lct_jax.data import folder  # pylint: disable=g-import-not-at-top
+  except ImportError:   # folder.py needs PyAV
     return False
-  with av.open(path, "w") as container:
-    stream = container.add_stream("libx264", rate=fps)
-    stream.height, stream.width = frames.shape[1:3]
-    stream.pix_fmt = "yuv420p"
-    stream.options = {"crf": "12"}
-    for frame in frames:
-      container.mux(stream.encode(av.VideoFrame.from_ndarray(
-          np.ascontiguousarray(frame), "rgb24")))
-    container.mux(stream.encode())
+  folder.write_video(path, frames, fps, lossless=False)
   return True

@@ -35,7 +35,7 @@ import numpy as np
 from lct_jax import configlib
 from lct_jax.data import pipeline
 from lct_jax.data import sharding as data_sharding
-from lct_jax.parallel import make_mesh
+from lct_jax.parallel import check_mesh, make_mesh
 from lct_jax.training import placement
 from lct_jax.training.checkpoint import Checkpointer, load_params
 from lct_jax.training.state import abstract_model, count_params
@@ -191,6 +191,7 @@ def train(config, workdir: str, *, progress: bool = True,
   workdir = check_workdir(workdir)
   mesh = make_mesh(config.mesh)
   check_batch(config, mesh)
+  check_mesh(config, mesh)          # context strategy vs heads and tokens
   is_main = jax.process_index() == 0
   t = config.train
 

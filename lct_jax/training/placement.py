@@ -11,7 +11,6 @@ mesh restores onto another.
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 from flax import nnx
 from jax.sharding import Mesh
 
@@ -63,6 +62,3 @@ def with_shape_dtype_shardings(abstract: TrainState,
       lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
       abstract, shardings)
 
-
-def zeros_like_state(abstract: TrainState) -> TrainState:
-  return jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), abstract)
