@@ -39,6 +39,12 @@ _EMA = flags.DEFINE_bool("ema", None, "Use the EMA weights (default: the "
                          "config's sample.use_ema).")
 _FPS = flags.DEFINE_integer("fps", 4, "Frames per second of the videos.")
 _PROGRESS = flags.DEFINE_bool("progress", True, "Show a progress bar.")
+_MESH = flags.DEFINE_string(
+    "mesh", "", "Devices to sample on, as AXIS=SIZE pairs over data, fsdp, "
+    "context, tensor (e.g. 'context=4,tensor=2'; unnamed axes 1, one axis "
+    "may be -1 = the rest). Empty: one device. Parameters are sharded as in "
+    "training; the scene's tokens and the KV cache over 'context' with the "
+    "run's model.context_strategy.")
 
 
 def fail(message: str):
@@ -81,13 +87,21 @@ def main(argv):
     print("warning: --mode causal with a bidirectional model: the cache is "
           "exact only for context-causal models (train with "
           "configs/...:causal); see the paper's Fig. 9", file=sys.stderr)
+  mesh = None
+  if _MESH.value:
+    from lct_jax.parallel import check_mesh, make_mesh, parse_mesh  # pylint: disable=g-import-not-at-top
+    try:
+      mesh = make_mesh(parse_mesh(_MESH.value))
+      check_mesh(config, mesh)
+    except ValueError as e:
+      fail(f"--mesh: {e}")
   try:
     config, graphdef, params, step = load.load_model(
-        _WORKDIR.value, use_ema=use_ema, config=config)
+        _WORKDIR.value, use_ema=use_ema, config=config, mesh=mesh)
   except CheckpointError as e:
     fail(str(e))
   sampler = Sampler(config, graphdef, params, steps=steps, shift=shift,
-                    cfg_scale=guidance, t_c=t_c)
+                    cfg_scale=guidance, t_c=t_c, mesh=mesh)
 
   from tqdm import tqdm  # pylint: disable=g-import-not-at-top
   from lct_jax.sampling import euler  # pylint: disable=g-import-not-at-top

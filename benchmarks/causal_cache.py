@@ -21,7 +21,6 @@ the cache; embeddings, norms and RoPE are left out.
 """
 import argparse
 import pathlib
-import statistics
 import time
 
 import jax

@@ -81,6 +81,32 @@ def test_strategy_equals_dense_reference(strategy, causal, mesh_shape,
     assert _rel(a, r) <= 1e-5, (name, _rel(a, r))
 
 
+@pytest.mark.parametrize("strategy", context.STRATEGIES)
+def test_shorter_queries_than_keys_equal_dense_reference(strategy):
+  """The KV cache's call: one new shot's 13 queries (group 3) against 30
+  keys of the history and itself, neither a multiple of the axis."""
+  q_all, k, v, valid, ids = _inputs(None)
+  q = q_all[:, 5:18]
+  q_ids = np.full(13, 3)
+  w = jnp.asarray(np.random.default_rng(2).standard_normal(q.shape),
+                  jnp.float32)
+
+  def run(impl, strategy):
+    def loss(q, k, v):
+      o = attend(q, k, v, GroupMask(q_ids, ids, valid, True), impl=impl,
+                 block_q=4, block_kv=4, context_strategy=strategy)
+      return jnp.sum(jnp.sin(o) * w), o
+    (_, o), grads = jax.jit(jax.value_and_grad(
+        loss, argnums=(0, 1, 2), has_aux=True))(q, k, v)
+    return [np.asarray(x) for x in (o, *grads)]
+
+  ref = run("dense", None)
+  with jax.set_mesh(make_mesh(dict(data=1, fsdp=1, context=4, tensor=2))):
+    got = run("blockwise", strategy)
+  for name, a, r in zip(("out", "dq", "dk", "dv"), got, ref):
+    assert _rel(a, r) <= 1e-5, (name, _rel(a, r))
+
+
 @pytest.mark.parametrize("strategy,collective,absent", [
     ("ring", "collective-permute", "all-gather"),
     ("ulysses", "all-to-all", "collective-permute"),

@@ -6,7 +6,7 @@ from flax import nnx
 
 from _util import tiny_config
 from lct_jax import batch as batch_lib
-from lct_jax.parallel import make_mesh, mesh_shape
+from lct_jax.parallel import make_mesh, mesh_shape, parse_mesh
 from lct_jax.parallel.sharding import logical_param_names, param_shardings
 from lct_jax.training import init_model
 
@@ -23,6 +23,19 @@ def test_mesh_shape_resolution_and_errors():
   mesh = make_mesh(cfg)
   assert mesh.axis_names == ("data", "fsdp", "context", "tensor")
   assert all(t == jax.sharding.AxisType.Auto for t in mesh.axis_types)
+
+
+def test_parse_mesh_command_line_form():
+  assert parse_mesh("") == dict(data=1, fsdp=1, context=1, tensor=1)
+  assert parse_mesh(" context=4, tensor=2 ") == dict(data=1, fsdp=1,
+                                                     context=4, tensor=2)
+  assert parse_mesh("data=-1") == dict(data=-1, fsdp=1, context=1, tensor=1)
+  with pytest.raises(ValueError, match="'seq=2' is not AXIS=SIZE"):
+    parse_mesh("seq=2")
+  with pytest.raises(ValueError, match="'context4' is not AXIS=SIZE"):
+    parse_mesh("context4")
+  with pytest.raises(ValueError, match="size 'two' of 'tensor'"):
+    parse_mesh("tensor=two")
 
 
 def test_every_param_has_logical_names_of_its_rank():

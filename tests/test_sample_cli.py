@@ -46,8 +46,10 @@ def write_scene(path, **spec):
   return str(path)
 
 
-def run_sample(*args):
-  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="",
+def run_sample(*args, devices=1):
+  flags = (f"--xla_force_host_platform_device_count={devices}"
+           if devices > 1 else "")
+  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=flags,
              PYTHONPATH=str(ROOT))
   return subprocess.run([sys.executable, str(ROOT / "sample.py"),
                          "--noprogress", *args], cwd=ROOT, env=env,
@@ -83,6 +85,34 @@ def test_joint_sampling_writes_everything(workdir, tmp_path):
   import av  # the MP4 decodes to the frames it should hold
   with av.open(str(out / "scene.mp4")) as f:
     assert len(list(f.decode(video=0))) == 3
+
+
+def test_sampling_on_a_mesh_equals_one_device(workdir, tmp_path):
+  """sample.py --mesh on 4 devices (params over fsdp, tokens over context)
+  writes the latents one device computes in-process."""
+  from lct_jax.sampling import Sampler  # pylint: disable=g-import-not-at-top
+  wd, _, _ = workdir
+  scene = write_scene(
+      tmp_path / "s.json", steps=2, guidance=2.0, shots=[
+          {"prompt": "[SHOT CUT] wide shot, Character 1 moves right."},
+          {"prompt": "[SHOT CUT] close shot, Character 1 stays still.",
+           "frames": 1}])
+  out = tmp_path / "out"
+  proc = run_sample(f"--workdir={wd}", f"--scene={scene}", "--mode=joint",
+                    f"--out={out}", "--mesh=fsdp=2,context=2", devices=4)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  config, graphdef, params, _ = load.load_model(str(wd))
+  sc, _ = scene_file.load(scene, config, max_shots=config.scene.max_shots)
+  ref = Sampler(config, graphdef, params, steps=2, shift=config.sample.shift,
+                cfg_scale=2.0, t_c=config.sample.t_c).joint(sc)
+  for i, r in enumerate(ref):
+    got = np.load(out / f"shot_{i:02d}.npy")
+    assert np.max(np.abs(got - r[:got.shape[0]])) <= 1e-5 * np.max(np.abs(r))
+  # A mesh the devices cannot hold is refused before the model loads.
+  proc = run_sample(f"--workdir={wd}", f"--scene={scene}", f"--out={out}",
+                    "--mesh=context=3", devices=4)
+  assert proc.returncode == 1
+  assert "--mesh: mesh" in proc.stderr and "4 are available" in proc.stderr
 
 
 def test_cli_errors_name_the_field(workdir, tmp_path):

@@ -22,6 +22,8 @@ a slice of every shot and every prompt), and then all devices share one
 schedule. Other layouts work too (a union schedule plus run-time skipping,
 with each device's ids passed in), just without the balance.
 
+Queries and keys may differ in length (the KV cache: one shot's queries
+against the whole history); each side is split into n chunks of its own.
 Sequences not divisible by the axis are padded with keys that are never
 attended; padded query rows are dropped.
 """
@@ -134,10 +136,6 @@ def attend_context(q_BxSqxHxD, k_BxSkxHxD, v_BxSkxHxD,
   if strategy not in STRATEGIES:
     raise ValueError(f"context_strategy={strategy!r} is not one of "
                      f"{STRATEGIES}")
-  if strategy != "all_gather" and q_len != kv_len:
-    _log.info("context_strategy=%r needs equal query and key lengths "
-              "(got %d, %d): using 'all_gather'", strategy, q_len, kv_len)
-    strategy = "all_gather"
   check_context(strategy, num_heads=heads, seq_len=min(q_len, kv_len),
                 context=n, tensor=mesh_axis_size("tensor"))
   q_pad, kv_pad = -(-q_len // n) * n, -(-kv_len // n) * n
@@ -217,7 +215,9 @@ def _merge(o_acc, lse_acc, o_s, lse_s):
 def _ring(q, k, v, valid, q_ids, kv_ids, *, causal, n, block_q, block_kv,
           specs):
   q_rows, kv_rows = q_ids.reshape(n, -1), kv_ids.reshape(n, -1)
-  chunk = q_rows.shape[1]
+  # Query and key chunks may differ in length (the KV cache: one shot's
+  # queries against the whole history).
+  q_chunk, kv_chunk = q_rows.shape[1], kv_rows.shape[1]
   uniform = _uniform(q_rows) and _uniform(kv_rows)
   # Step s: device i holds key chunk (i - s) mod n. One static schedule per
   # step (the union over devices); with uniform chunks all steps share it.
@@ -236,7 +236,7 @@ def _ring(q, k, v, valid, q_ids, kv_ids, *, causal, n, block_q, block_kv,
                                      tree)
 
   def pad_local(q_l, k_l, v_l, valid_l, q_ids_l, kv_ids_l):
-    valid_l = jnp.pad(valid_l, ((0, 0), (0, p0.kv_len_pad - chunk)),
+    valid_l = jnp.pad(valid_l, ((0, 0), (0, p0.kv_len_pad - kv_chunk)),
                       constant_values=False)
     return (blockwise.to_padded_bhsd(q_l, p0.q_len_pad),
             blockwise.to_padded_bhsd(k_l, p0.kv_len_pad),
@@ -261,8 +261,8 @@ def _ring(q, k, v, valid, q_ids, kv_ids, *, causal, n, block_q, block_kv,
             f32_out=True)
         o, lse = _merge(o, lse, o_s, lse_s)
       kv = nxt
-    o = jnp.swapaxes(o[:, :, :chunk], 1, 2).astype(q_l.dtype)
-    return o, lse[:, :, :chunk]
+    o = jnp.swapaxes(o[:, :, :q_chunk], 1, 2).astype(q_l.dtype)
+    return o, lse[:, :, :q_chunk]
 
   def bwd_body(q_l, k_l, v_l, valid_l, q_ids_l, kv_ids_l, o_l, lse_l, do_l):
     q_l, k_l, v_l, valid_l, q_ids_l, kv_ids_l = pad_local(
@@ -270,7 +270,7 @@ def _ring(q, k, v, valid, q_ids, kv_ids, *, causal, n, block_q, block_kv,
     o_l = blockwise.to_padded_bhsd(o_l, p0.q_len_pad)
     do_l = blockwise.to_padded_bhsd(do_l, p0.q_len_pad)
     # Tile-padding rows have o = do = 0; lse 0 keeps exp() finite there.
-    lse_l = jnp.pad(lse_l, ((0, 0), (0, 0), (0, p0.q_len_pad - chunk)))
+    lse_l = jnp.pad(lse_l, ((0, 0), (0, 0), (0, p0.q_len_pad - q_chunk)))
     dq = jnp.zeros_like(q_l, dtype=jnp.float32)
     dkv = (jnp.zeros_like(k_l, dtype=jnp.float32),
            jnp.zeros_like(v_l, dtype=jnp.float32))
@@ -288,9 +288,10 @@ def _ring(q, k, v, valid, q_ids, kv_ids, *, causal, n, block_q, block_kv,
         kv, dkv = rotate((kv, dkv))
       else:
         dkv = rotate(dkv)
-    back = lambda x, like: jnp.swapaxes(x[:, :, :chunk], 1, 2).astype(
+    back = lambda x, like, chunk: jnp.swapaxes(x[:, :, :chunk], 1, 2).astype(
         like.dtype)
-    return back(dq, q_l), back(dkv[0], k_l), back(dkv[1], v_l)
+    return (back(dq, q_l, q_chunk), back(dkv[0], k_l, kv_chunk),
+            back(dkv[1], v_l, kv_chunk))
 
   fwd = _shard_map(fwd_body, specs, ("x", "x", "x", "valid", "ids", "ids"),
                    ("x", "lse"))

@@ -5,11 +5,11 @@ only to groups <= their own, so the K/V of history shots at every layer do
 not depend on the shot being generated. They are computed once (at the
 history timestep t_c, with the history's own modulation) and kept in an
 explicit pytree, `KVCache`; each new shot then runs only its own tokens
-(video + text of one group) against [cache ; own K, V]. This module adds that
-path next to `MMDiT.__call__` without touching it: it reuses the model's
-submodules and repeats the dual-stream block math, so the contract test
-(tests/test_kv_cache.py: cached == recomputed under the causal mask) guards
-the two against drifting apart.
+(video + text of one group) against [cache ; own K, V]. The block math is
+`DualStreamBlock.forward` with this module's attention supplied, so the
+cached and the full forward share everything but the attention call; the
+contract test (tests/test_kv_cache.py: cached == recomputed under the causal
+mask) guards the rest.
 
 Keys are cached *before* RoPE. Positions are laid out at use time over the
 global group, the shots of the chosen history pool (in slot order) and the
@@ -19,7 +19,14 @@ range however long the generation runs. When the pool is every earlier shot
 in order, the layout, the key order and hence the numbers are those of the
 full recomputation.
 
-Token order of the keys (that of `SceneGeometry` with C + 1 shot slots):
+Everything keeps its slot shape ([..., slots, tokens, ...]) as the model's
+video stream does: under a mesh the cache's video tokens are sharded over
+'context' (and heads over 'tensor'), and the attention sequence is the
+`striping` order of [video slots ; text slots], so forming it moves no
+video data and the context strategies see every device holding a slice of
+every shot. With one device the order is the plain concatenation.
+
+Key order (that of `SceneGeometry` with C + 1 shot slots, n = 1):
   video: [global dummy block (if any); slot 1..C; new shot]
   text:  [global prompt; slot 1..C; new shot]
 """
@@ -34,8 +41,10 @@ import numpy as np
 from flax import nnx
 
 from lct_jax import attention
+from lct_jax.attention import context, striping
 from lct_jax.layout import SceneGeometry, apply_rope, build_layout, rope_tables
 from lct_jax.model.embeddings import unpatchify
+from lct_jax.parallel import constrain
 
 
 @flax.struct.dataclass
@@ -45,9 +54,9 @@ class KVCache:
   Leading axes: [depth (layers), B]. Slot c holds one shot (T video tokens,
   L text tokens) or nothing (`num_frames[:, c] == 0`).
   """
-  glob_vid_k: jax.Array     # [depth, B, Td, H, Dh]; Td = T with dummy tokens
-  glob_vid_v: jax.Array     #   (model's scene.global_dummy_tokens), else 0
-  glob_txt_k: jax.Array     # [depth, B, L, H, Dh]
+  glob_vid_k: jax.Array     # [depth, B, Vd, T, H, Dh]; Vd = 1 with dummy
+  glob_vid_v: jax.Array     #   tokens (scene.global_dummy_tokens), else 0
+  glob_txt_k: jax.Array     # [depth, B, 1, L, H, Dh]
   glob_txt_v: jax.Array
   glob_text_len: jax.Array  # int32 [B]
   vid_k: jax.Array          # [depth, B, C, T, H, Dh]
@@ -65,11 +74,13 @@ class KVCache:
     """bool [B, C]: slots holding a shot."""
     return self.num_frames > 0
 
-  def write(self, slot, kv: tuple, text_len_B, num_frames_B) -> "KVCache":
-    """A cache with `kv` = (vid_k, vid_v, txt_k, txt_v), each [depth, B, ...],
-    in slot `slot` (an int or a traced scalar: no recompilation per slot)."""
-    vk, vv, tk, tv = kv
-    put = lambda a, x: jax.lax.dynamic_update_index_in_dim(a, x, slot, 2)
+  def write(self, slot, kv: tuple, text_len_B, num_frames_B) -> KVCache:
+    """A cache with `kv` = (vid_k, vid_v, txt_k, txt_v), each
+    [depth, B, 1, T or L, H, Dh] (`forward_shot`'s), in slot `slot` (an int
+    or a traced scalar: no recompilation per slot)."""
+    vk, vv, tk, tv = (x[:, :, 0] for x in kv)   # [depth, B, 1, n, ...]
+    put = lambda a, x: _constrain_kv(
+        jax.lax.dynamic_update_index_in_dim(a, x, slot, 2))
     return self.replace(
         vid_k=put(self.vid_k, vk), vid_v=put(self.vid_v, vv),
         txt_k=put(self.txt_k, tk), txt_v=put(self.txt_v, tv),
@@ -77,6 +88,14 @@ class KVCache:
             self.text_len, jnp.asarray(text_len_B, jnp.int32), slot, 1),
         num_frames=jax.lax.dynamic_update_index_in_dim(
             self.num_frames, jnp.asarray(num_frames_B, jnp.int32), slot, 1))
+
+
+def _constrain_kv(x_DxBxPxNxHxDh):
+  """Cache layout under a mesh: each slot's tokens (video and text) over
+  'context', heads over 'tensor'; the cache's memory per device falls as
+  1/(context x tensor) (BENCHMARKS.md, cache_memory)."""
+  return constrain(x_DxBxPxNxHxDh,
+                   (None, "batch", None, "length", "act_heads", None))
 
 
 def check_supported(model) -> None:
@@ -92,47 +111,58 @@ def _cached_geometry(model, capacity: int) -> SceneGeometry:
   return dataclasses.replace(model.geom, max_shots=capacity + 1)
 
 
-def _rope(x_BxSxHxD, rope):
-  """apply_rope, or nothing for no rope / zero tokens (the global group's
-  absent dummy block: apply_rope cannot reshape an empty array)."""
-  if rope is None or x_BxSxHxD.shape[1] == 0:
-    return x_BxSxHxD
-  return apply_rope(x_BxSxHxD, *rope)
+def _rope(x, rope):
+  """apply_rope, or nothing for no rope / zero slots (the global group's
+  absent dummy block)."""
+  if rope is None or x.shape[1] == 0:
+    return x
+  return apply_rope(x, *rope)
+
+
+def _slots(x_BxSxK, slots: int, run: int):
+  """[B, S, ...] of whole runs -> [B, slots, run, ...]."""
+  return x_BxSxK.reshape(x_BxSxK.shape[0], slots, run, *x_BxSxK.shape[2:])
 
 
 def _block_with_context(blk, vid, txt, silu_c_vid, silu_c_txt, rope_vid,
-                        rope_txt, ctx_vid_kv, ctx_txt_kv, mask, impl, bq, bkv):
+                        rope_txt, ctx_vid_kv, ctx_txt_kv, mask, m, n):
   """`DualStreamBlock.forward` for own tokens that also attend to context
-  keys/values (already rotated). Returns (vid, txt, own pre-RoPE kv)."""
-  B, V, T, _ = vid.shape
+  keys/values (already rotated; video [B, Vc, T, H, Dh], text
+  [B, Gc, L, H, Dh]). Returns (vid, txt, own pre-RoPE kv in slot shape).
+
+  `mask` is over the striped sequences for `n` context devices.
+  """
+  V, T = vid.shape[1:3]
   G, L = txt.shape[1:3]
   own = []
 
   def attend(vid_qkv, txt_qkv):
-    # Flat token axes: RoPE tables and cached keys are [B, S, ...].
-    flat_v = lambda x: x.reshape(B, V * T, *x.shape[3:])
-    flat_t = lambda x: x.reshape(B, G * L, *x.shape[3:])
-    q_v, k_v, v_v = map(flat_v, vid_qkv)
-    q_t, k_t, v_t = map(flat_t, txt_qkv)
+    (q_v, k_v, v_v), (q_t, k_t, v_t) = vid_qkv, txt_qkv
     own.append((k_v, v_v, k_t, v_t))
     q_v, k_v_rot = _rope(q_v, rope_vid), _rope(k_v, rope_vid)
     q_t, k_t_rot = _rope(q_t, rope_txt), _rope(k_t, rope_txt)
-    cat = lambda *xs: jnp.concatenate(xs, axis=1)
-    q = cat(q_v, q_t)
-    k = cat(ctx_vid_kv[0], k_v_rot, ctx_txt_kv[0], k_t_rot)
-    v = cat(ctx_vid_kv[1], v_v, ctx_txt_kv[1], v_t)
-    o = attention.attend(q, k, v, mask, impl=impl, block_q=bq, block_kv=bkv)
-    return (o[:, :V * T].reshape(B, V, T, *o.shape[2:]),
-            o[:, V * T:].reshape(B, G, L, *o.shape[2:]))
+    on_length = lambda x: constrain(
+        x, ("batch", None, "length", "act_heads", None))
+    cat = lambda a, b: on_length(jnp.concatenate([a, b], axis=1))
+    joint = lambda a_v, a_t: constrain(striping.stripe([on_length(a_v), a_t],
+                                                       n),
+                                       ("batch", "length", "act_heads", None))
+    q = joint(q_v, q_t)
+    k = joint(cat(ctx_vid_kv[0], k_v_rot), cat(ctx_txt_kv[0], k_t_rot))
+    v = joint(cat(ctx_vid_kv[1], v_v), cat(ctx_txt_kv[1], v_t))
+    o = attention.attend(q, k, v, mask, impl=m.attention_impl,
+                         block_q=m.block_q, block_kv=m.block_kv,
+                         context_strategy=m.context_strategy)
+    return tuple(striping.unstripe(o, ((V, T), (G, L)), n))
 
   vid, txt = blk.forward(vid, txt, silu_c_vid, silu_c_txt, attend)
   return vid, txt, own[0]
 
 
 def _run_layers(model, vid, txt, silu_c_vid, silu_c_txt, rope_vid, rope_txt,
-                ctx_rope_vid, ctx_rope_txt, ctx_layers, mask, collect_kv):
+                ctx_rope_vid, ctx_rope_txt, ctx_layers, mask, n, collect_kv):
   """Scans the stacked blocks; ctx_layers: per-layer (vid k, vid v, txt k,
-  txt v) of the context, pre-RoPE, stacked on axis 0."""
+  txt v) of the context, pre-RoPE, slot-shaped, stacked on axis 0."""
   m = model.config.model
   graphdef, params = nnx.split(model.transformer_blocks)
 
@@ -143,15 +173,44 @@ def _run_layers(model, vid, txt, silu_c_vid, silu_c_txt, rope_vid, rope_txt,
     vid, txt, own = _block_with_context(
         blk, vid, txt, silu_c_vid, silu_c_txt, rope_vid, rope_txt,
         (_rope(cvk, ctx_rope_vid), cvv), (_rope(ctk, ctx_rope_txt), ctv),
-        mask, m.attention_impl, m.block_q, m.block_kv)
+        mask, m, n)
+    vid = constrain(vid, ("batch", None, "length", "act_embed"))
     return (vid, txt), (own if collect_kv else None)
 
   (vid, txt), kv = jax.lax.scan(body, (vid, txt), (params, ctx_layers))
   return vid, txt, kv
 
 
-def _text_rope(model, cos, sin, sl):
-  return (cos[:, sl], sin[:, sl]) if model.config.model.text_rope else None
+def _tables(model, g1: SceneGeometry, layout):
+  """RoPE (cos, sin) in slot shape: video [B, V1, T, K], text [B, G1, L, K]
+  (None without text RoPE), for the cached geometry `g1`."""
+  m = model.config.model
+  cos, sin = rope_tables(layout.pos_BxSx3, m.rope_axes_dim, m.rope_theta)
+  Sv, T, L = g1.video_len, g1.tokens_per_slot, g1.max_text_len
+  vid = lambda x: constrain(_slots(x[:, :Sv], g1.num_video_slots, T),
+                            ("batch", None, "length", None))
+  txt = lambda x: _slots(x[:, Sv:], g1.num_groups, L)
+  return ((vid(cos), vid(sin)),
+          (txt(cos), txt(sin)) if m.text_rope else None)
+
+
+def _pick(rope, sl):
+  return None if rope is None else (rope[0][:, sl], rope[1][:, sl])
+
+
+def _striped_keys(g1: SceneGeometry, layout, vid_slots: slice,
+                  txt_slots: slice, n: int):
+  """(kv_group [S'], kv_valid [B, S']) of the keys in `vid_slots` and
+  `txt_slots` of the cached geometry, in striped order for n devices."""
+  T, L = g1.tokens_per_slot, g1.max_text_len
+  V1, G1, Sv = g1.num_video_slots, g1.num_groups, g1.video_len
+  ids = g1.token_groups()
+  id_vid = _slots(ids[None, :Sv], V1, T)[:, vid_slots]
+  id_txt = _slots(ids[None, Sv:], G1, L)[:, txt_slots]
+  valid_vid = _slots(layout.valid_BxS[:, :Sv], V1, T)[:, vid_slots]
+  valid_txt = _slots(layout.valid_BxS[:, Sv:], G1, L)[:, txt_slots]
+  kv_group = striping.stripe([id_vid, id_txt], n, edge=True)[0]
+  return kv_group, striping.stripe([valid_vid, valid_txt], n)
 
 
 def init_cache(model, text_BxL, text_len_B, pooled_BxP=None, *,
@@ -165,6 +224,7 @@ def init_cache(model, text_BxL, text_len_B, pooled_BxP=None, *,
   if capacity < 1:
     raise ValueError(f"KV cache capacity must be >= 1 shot, got {capacity}")
   B, L, T = text_BxL.shape[0], geom.max_text_len, geom.tokens_per_slot
+  n = context.mesh_axis_size(context.AXIS)
   dtype = model._dtype()  # pylint: disable=protected-access
   # embed_text() / conditioning() prepend group 0 at the global timestep:
   # pass no shots.
@@ -181,27 +241,26 @@ def init_cache(model, text_BxL, text_len_B, pooled_BxP=None, *,
   layout = build_layout(g1, text_len_BxG,
                         jnp.zeros((B, 1 + capacity), jnp.int32),
                         text_rope=m.text_rope)
-  cos, sin = rope_tables(layout.pos_BxSx3, m.rope_axes_dim, m.rope_theta)
-  Td = T if geom.global_dummy_tokens else 0
-  Sv = g1.video_len
-  if Td:
+  rope_vid, rope_txt = _tables(model, g1, layout)
+  Vd = 1 if geom.global_dummy_tokens else 0
+  if Vd:
     dummy = model.x_embedder.proj(jnp.zeros((B, 1, T, geom.patch_dim), dtype))
   else:
     dummy = jnp.zeros((B, 0, T, m.width), dtype)
-  own_idx = np.concatenate([np.arange(Td), Sv + np.arange(L)])
-  mask = attention.GroupMask(
-      q_group=np.zeros(Td + L, np.int32), kv_group=np.zeros(Td + L, np.int32),
-      kv_valid=layout.valid_BxS[:, own_idx], causal=True)
+  kv_group, kv_valid = _striped_keys(g1, layout, slice(0, Vd),
+                                     slice(0, 1), n)
+  mask = attention.GroupMask(q_group=np.zeros_like(kv_group),
+                             kv_group=kv_group, kv_valid=kv_valid,
+                             causal=True)
   depth, H, Dh = m.depth, m.num_heads, m.head_dim
-  empty = jnp.zeros((depth, B, 0, H, Dh), dtype)
+  empty = lambda r: jnp.zeros((depth, B, 0, r, H, Dh), dtype)
   _, _, kv = _run_layers(
-      model, dummy, txt, silu_c[:, :(1 if Td else 0)], silu_c,
-      (cos[:, :Td], sin[:, :Td]),
-      _text_rope(model, cos, sin, slice(Sv, Sv + L)),
-      None, None, (empty, empty, empty, empty), mask, collect_kv=True)
-  gvk, gvv, gtk, gtv = kv
+      model, dummy, txt, silu_c[:, :Vd], silu_c, _pick(rope_vid, slice(0, Vd)),
+      _pick(rope_txt, slice(0, 1)), None, None,
+      (empty(T), empty(T), empty(L), empty(L)), mask, n, collect_kv=True)
+  gvk, gvv, gtk, gtv = (_constrain_kv(x) for x in kv)
   C = capacity
-  zeros = lambda n: jnp.zeros((depth, B, C, n, H, Dh), dtype)
+  zeros = lambda r: _constrain_kv(jnp.zeros((depth, B, C, r, H, Dh), dtype))
   return KVCache(
       glob_vid_k=gvk, glob_vid_v=gvv, glob_txt_k=gtk, glob_txt_v=gtv,
       glob_text_len=jnp.asarray(text_len_B, jnp.int32),
@@ -218,12 +277,13 @@ def forward_shot(model, cache: KVCache, pool_BxC, latents_BxFxHxWxC, t_B,
   Computes only the new shot's tokens. `pool_BxC` (bool) picks the cache
   slots that condition it (the history pool; empty slots are ignored).
   With `collect_kv`, also returns the shot's own pre-RoPE K/V per layer,
-  (vid_k, vid_v, txt_k, txt_v) each [depth, B, ...], for `KVCache.write`.
+  (vid_k, vid_v, txt_k, txt_v) each [depth, B, 1, T or L, H, Dh], for
+  `KVCache.write`.
   """
   check_supported(model)
   m, geom = model.config.model, model.geom
   C = cache.capacity
-  B, L, T = latents_BxFxHxWxC.shape[0], geom.max_text_len, geom.tokens_per_slot
+  n = context.mesh_axis_size(context.AXIS)
   dtype = model._dtype()  # pylint: disable=protected-access
   # Text and conditioning as for a scene [group 0, this shot]: the model's
   # per-group functions then see the shot at index 1 with its own t (the
@@ -245,33 +305,29 @@ def forward_shot(model, cache: KVCache, pool_BxC, latents_BxFxHxWxC, t_B,
       [jnp.where(use_BxC, cache.num_frames, 0),
        jnp.asarray(num_frames_B, jnp.int32)[:, None]], axis=1)
   layout = build_layout(g1, text_len_BxG, frames_BxN, text_rope=m.text_rope)
-  cos, sin = rope_tables(layout.pos_BxSx3, m.rope_axes_dim, m.rope_theta)
-  Sv = g1.video_len
-  ctx_v = slice(0, Sv - T)                 # dummy + C slots of video
-  ctx_t = slice(Sv, Sv + (1 + C) * L)      # global + C slots of text
-  own_v, own_t = slice(Sv - T, Sv), slice(g1.seq_len - L, g1.seq_len)
-  groups = g1.token_groups()
-  mask = attention.GroupMask(
-      q_group=np.full(T + L, C + 1, np.int32), kv_group=groups,
-      kv_valid=layout.valid_BxS, causal=True)
-
-  def flat(x):      # [depth, B, C, n, H, Dh] -> [depth, B, C * n, H, Dh]
-    return x.reshape(x.shape[0], B, -1, *x.shape[-2:])
-  ctx_layers = (
-      jnp.concatenate([cache.glob_vid_k, flat(cache.vid_k)], axis=2),
-      jnp.concatenate([cache.glob_vid_v, flat(cache.vid_v)], axis=2),
-      jnp.concatenate([cache.glob_txt_k, flat(cache.txt_k)], axis=2),
-      jnp.concatenate([cache.glob_txt_v, flat(cache.txt_v)], axis=2))
+  rope_vid, rope_txt = _tables(model, g1, layout)
+  V1, G1 = g1.num_video_slots, g1.num_groups     # context: all but the last
+  kv_group, kv_valid = _striped_keys(g1, layout, slice(0, V1),
+                                     slice(0, G1), n)
+  mask = attention.GroupMask(q_group=np.full(
+      n * (striping.run_pad(g1.tokens_per_slot, n) +
+           striping.run_pad(g1.max_text_len, n)), C + 1, np.int32),
+      kv_group=kv_group, kv_valid=kv_valid, causal=True)
+  cat = lambda a, b: jnp.concatenate([a, b], axis=2)
+  ctx_layers = (cat(cache.glob_vid_k, cache.vid_k),
+                cat(cache.glob_vid_v, cache.vid_v),
+                cat(cache.glob_txt_k, cache.txt_k),
+                cat(cache.glob_txt_v, cache.txt_v))
   vid = model.x_embedder(latents_BxFxHxWxC[:, None].astype(dtype), m.patch_t,
                          m.patch)                       # [B, 1, T, D]
+  vid = constrain(vid, ("batch", None, "length", "act_embed"))
   vid, _, kv = _run_layers(
-      model, vid, txt, silu_c, silu_c, (cos[:, own_v], sin[:, own_v]),
-      _text_rope(model, cos, sin, own_t), (cos[:, ctx_v], sin[:, ctx_v]),
-      _text_rope(model, cos, sin, ctx_t), ctx_layers, mask,
+      model, vid, txt, silu_c, silu_c, _pick(rope_vid, slice(V1 - 1, V1)),
+      _pick(rope_txt, slice(G1 - 1, G1)), _pick(rope_vid, slice(0, V1 - 1)),
+      _pick(rope_txt, slice(0, G1 - 1)), ctx_layers, mask, n,
       collect_kv=collect_kv)
   out = model.final_layer(vid, silu_c)
   v = unpatchify(out, geom.grid, m.patch_t, m.patch)[:, 0]
   if collect_kv:
-    # Own text K/V come as [depth, B, L, ...]; video as [depth, B, T, ...].
     kv = tuple(x.astype(dtype) for x in kv)
   return v.astype(jnp.float32), kv

@@ -33,6 +33,26 @@ def mesh_shape(mesh_config, num_devices: int) -> tuple[int, ...]:
   return tuple(sizes)
 
 
+def parse_mesh(text: str) -> dict[str, int]:
+  """'context=4,tensor=2' -> every mesh axis's size (unnamed axes 1).
+
+  The command-line form of a mesh (sample.py --mesh); '' is one device.
+  """
+  sizes = dict.fromkeys(MESH_AXES, 1)
+  for item in filter(None, (t.strip() for t in text.split(","))):
+    axis, eq, value = item.partition("=")
+    axis = axis.strip()
+    if not eq or axis not in sizes:
+      raise ValueError(f"mesh {text!r}: {item!r} is not AXIS=SIZE with AXIS "
+                       f"one of {MESH_AXES}")
+    try:
+      sizes[axis] = int(value)
+    except ValueError:
+      raise ValueError(f"mesh {text!r}: size {value!r} of {axis!r} is not "
+                       "an integer") from None
+  return sizes
+
+
 def make_mesh(mesh_config, devices=None) -> Mesh:
   """An Auto-typed ('data', 'fsdp', 'context', 'tensor') mesh.
 

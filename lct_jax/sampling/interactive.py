@@ -69,22 +69,23 @@ class Director:
   @classmethod
   def from_workdir(cls, workdir: str, global_prompt: str, *, mode=None,
                    use_ema: bool | None = None, capacity: int = 16,
-                   **sampler_kwargs) -> "Director":
+                   mesh=None, **sampler_kwargs) -> "Director":
     """A Director over a train.py work directory's newest checkpoint.
 
     `mode` defaults to 'causal' for context-causal models, else
     'bidirectional_ar'; `sampler_kwargs` (steps, shift, cfg_scale, t_c)
-    default to the run's `sample.*` config."""
+    default to the run's `sample.*` config; `mesh` (a `make_mesh` mesh)
+    samples sharded, the weights restored straight onto it."""
     from lct_jax.sampling import load  # pylint: disable=g-import-not-at-top
     config = load.load_config(workdir)
     s = config.sample
     use_ema = s.use_ema if use_ema is None else use_ema
     config, graphdef, params, _ = load.load_model(workdir, use_ema=use_ema,
-                                                  config=config)
+                                                  config=config, mesh=mesh)
     for k in ("steps", "shift", "cfg_scale", "t_c"):
       sampler_kwargs.setdefault(k, s[k])
     sampler = Sampler(config, graphdef, params, capacity=capacity,
-                      **sampler_kwargs)
+                      mesh=mesh, **sampler_kwargs)
     if mode is None:
       mode = ("causal" if config.model.attention_mask == "context_causal"
               else "bidirectional_ar")

@@ -2,8 +2,10 @@
 
 `<workdir>/config.json` (written by train.py) is the run's config; the
 newest good checkpoint under `<workdir>/checkpoints/` gives the parameters
-(raw or EMA), restored onto one device with the training loop's own
-`Checkpointer` (checksums checked).
+(raw or EMA), restored with the training loop's own `Checkpointer`
+(checksums checked) straight into the shardings of the mesh sampling will
+run on (one device by default), so no device ever holds the whole model
+unless the mesh says so.
 """
 from __future__ import annotations
 
@@ -48,8 +50,10 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
   return config
 
 
-def load_model(workdir: str, *, use_ema: bool = True, config=None):
-  """-> (config, graphdef, params, step) from the newest good checkpoint."""
+def load_model(workdir: str, *, use_ema: bool = True, config=None,
+               mesh=None):
+  """-> (config, graphdef, params, step) from the newest good checkpoint,
+  the parameters placed for `mesh` (None: the first device)."""
   config = config or load_config(workdir)
   ckpt_dir = os.path.join(workdir, "checkpoints")
   steps = ([d for d in os.listdir(ckpt_dir) if d.isdigit()]
@@ -57,8 +61,9 @@ def load_model(workdir: str, *, use_ema: bool = True, config=None):
   if not steps:
     raise CheckpointError(f"--workdir {workdir!r} has no checkpoint "
                           f"(nothing under {ckpt_dir}); train first")
-  mesh = make_mesh(dict(data=1, fsdp=1, context=1, tensor=1),
-                   jax.devices()[:1])
+  if mesh is None:
+    mesh = make_mesh(dict(data=1, fsdp=1, context=1, tensor=1),
+                     jax.devices()[:1])
   abstract = placement.abstract_state(config)
   target = placement.with_shape_dtype_shardings(
       abstract, placement.state_shardings(config, mesh, abstract))

@@ -12,16 +12,24 @@ seed). `Sampler` turns one into latents per shot:
                     with a causal model, the cache's reference).
 Noise is a function of a shot's seed only (`shot_noise`), so a shot draws
 the same noise in every mode and slot: modes are comparable shot by shot.
+
+Under a mesh (`Sampler(..., mesh=)`) the parameters are sharded as in
+training (FSDP over 'fsdp', heads and MLP over 'tensor'), every jitted call
+runs under the mesh, the scene's tokens and the KV cache's video tokens are
+sharded over 'context' with the model's context strategy, and the numbers
+are those of one device (tests/test_sharded_sampling.py).
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from lct_jax.layout import SceneGeometry
+from lct_jax.parallel import check_mesh
+from lct_jax.parallel.sharding import param_shardings
 from lct_jax.sampling import causal as causal_lib
 from lct_jax.sampling import euler
 from lct_jax.sampling import joint as joint_lib
@@ -72,12 +80,21 @@ class Sampler:
     capacity: KV cache slots (causal); default scene.max_shots - 1.
     guidance: the embedded guidance value, for models with
       model.guidance_embeds.
+    mesh: a ('data', 'fsdp', 'context', 'tensor') mesh to sample on
+      (`lct_jax.parallel.make_mesh`); None: one device. The parameters are
+      placed on it here (a copy unless they already are).
   """
 
   def __init__(self, config, graphdef, params, *, steps: int = 20,
                shift: float = 1.0, cfg_scale: float = 1.0, t_c: float = 0.3,
-               capacity: int | None = None, guidance: float | None = None):
-    self.config, self.graphdef, self.params = config, graphdef, params
+               capacity: int | None = None, guidance: float | None = None,
+               mesh=None):
+    self.config, self.graphdef = config, graphdef
+    self.mesh = mesh
+    if mesh is not None:
+      check_mesh(config, mesh)          # a clear error before any tracing
+      params = jax.device_put(params, param_shardings(config, params, mesh))
+    self.params = params
     self.geom = SceneGeometry.from_config(config)
     if not 0.0 <= t_c <= 1.0:
       raise ValueError(f"t_c={t_c} must be in [0, 1] (0-1000 on the paper's "
@@ -89,9 +106,15 @@ class Sampler:
     if config.model.guidance_embeds and guidance is None:
       raise ValueError("model.guidance_embeds is set: pass guidance=")
     self.guidance_B = (None if guidance is None
-                       else jnp.full((1,), guidance, jnp.float32))
+                       else np.full((1,), guidance, np.float32))
 
   # --- helpers ----------------------------------------------------------------
+  def on_mesh(self):
+    """The context every jitted call runs in: the mesh, if any."""
+    if self.mesh is None:
+      return contextlib.nullcontext()
+    return jax.set_mesh(self.mesh)
+
   @property
   def shot_shape(self):
     g = self.geom
@@ -140,9 +163,10 @@ class Sampler:
 
   def _joint_call(self, batch, cond, t_cond, eps_gen, eps_cond):
     fn = joint_lib.jitted(self.graphdef)
-    return np.asarray(fn(self.params, batch, cond, t_cond, eps_gen, eps_cond,
-                         self.ts, self.cfg_scale, self.guidance_B,
-                         use_cfg=self.use_cfg))
+    with self.on_mesh():
+      return np.asarray(fn(self.params, batch, cond, t_cond, eps_gen,
+                           eps_cond, self.ts, self.cfg_scale, self.guidance_B,
+                           use_cfg=self.use_cfg))
 
   def _history(self, shot: Shot, k: int) -> list[int]:
     if shot.history is None:
@@ -205,16 +229,17 @@ class Sampler:
   # --- causal: cache primitives (also the interactive API's) ------------------
   def new_cache(self, scene: Scene):
     init_fn, _, _ = causal_lib.jitted(self.graphdef)
-    pooled = None if scene.pooled is None else jnp.asarray(scene.pooled)[None]
-    return init_fn(self.params, jnp.asarray(scene.text)[None],
-                   jnp.asarray([scene.text_len], jnp.int32), pooled,
-                   capacity=self.capacity, use_cfg=self.use_cfg,
-                   guidance_B=self.guidance_B)
+    pooled = None if scene.pooled is None else np.asarray(scene.pooled)[None]
+    with self.on_mesh():
+      return init_fn(self.params, np.asarray(scene.text)[None],
+                     np.asarray([scene.text_len], np.int32), pooled,
+                     capacity=self.capacity, use_cfg=self.use_cfg,
+                     guidance_B=self.guidance_B)
 
   def _shot_args(self, shot: Shot):
-    pooled = None if shot.pooled is None else jnp.asarray(shot.pooled)[None]
-    return (jnp.asarray(shot.text)[None],
-            jnp.asarray([shot.text_len], jnp.int32), pooled)
+    pooled = None if shot.pooled is None else np.asarray(shot.pooled)[None]
+    return (np.asarray(shot.text)[None],
+            np.asarray([shot.text_len], np.int32), pooled)
 
   def pool_mask(self, slots) -> np.ndarray:
     pool = np.zeros((1, self.capacity), bool)
@@ -226,11 +251,12 @@ class Sampler:
     _, denoise_fn, _ = causal_lib.jitted(self.graphdef)
     text, text_len, pooled = self._shot_args(shot)
     eps = shot_noise(shot.seed, self.shot_shape)[0][None]
-    z = denoise_fn(self.params, cache, self.pool_mask(slots), text, text_len,
-                   pooled, jnp.asarray([shot.num_frames], jnp.int32), eps,
-                   self.ts, self.cfg_scale, use_cfg=self.use_cfg,
-                   guidance_B=self.guidance_B)
-    return np.asarray(z[0])
+    with self.on_mesh():
+      z = denoise_fn(self.params, cache, self.pool_mask(slots), text,
+                     text_len, pooled, np.asarray([shot.num_frames], np.int32),
+                     eps, self.ts, self.cfg_scale, use_cfg=self.use_cfg,
+                     guidance_B=self.guidance_B)
+      return np.asarray(z[0])
 
   def encode_cached(self, cache, slot: int, slots, shot: Shot, latents):
     """Writes a finished shot (noised to its t_c) into cache slot `slot`."""
@@ -240,12 +266,14 @@ class Sampler:
     _, _, encode_fn = causal_lib.jitted(self.graphdef)
     text, text_len, pooled = self._shot_args(shot)
     eps_c = shot_noise(shot.seed, self.shot_shape)[1][None]
-    return encode_fn(self.params, cache, jnp.int32(slot),
-                     self.pool_mask(slots), jnp.asarray(latents)[None],
-                     eps_c, jnp.asarray([self.shot_t_c(shot)], jnp.float32),
-                     text, text_len, pooled,
-                     jnp.asarray([shot.num_frames], jnp.int32),
-                     use_cfg=self.use_cfg, guidance_B=self.guidance_B)
+    with self.on_mesh():
+      return encode_fn(self.params, cache, np.int32(slot),
+                       self.pool_mask(slots),
+                       np.asarray(latents, np.float32)[None], eps_c,
+                       np.asarray([self.shot_t_c(shot)], np.float32),
+                       text, text_len, pooled,
+                       np.asarray([shot.num_frames], np.int32),
+                       use_cfg=self.use_cfg, guidance_B=self.guidance_B)
 
   def causal(self, scene: Scene) -> list[np.ndarray]:
     """Shot after shot against the KV cache; shot k lives in slot k."""
