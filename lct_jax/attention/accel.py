@@ -36,6 +36,11 @@ def cudnn_unsupported_reason(q_BxSqxHxD) -> str | None:
   """Why cuDNN cannot run this call here, or None if it can."""
   if jax.default_backend() != "gpu":
     return f"backend is {jax.default_backend()!r}, not 'gpu'"
+  return cudnn_shape_reason(q_BxSqxHxD)
+
+
+def cudnn_shape_reason(q_BxSqxHxD) -> str | None:
+  """Why cuDNN flash attention cannot take these inputs on any GPU."""
   if q_BxSqxHxD.dtype not in CUDNN_DTYPES:
     return f"dtype {q_BxSqxHxD.dtype} (cuDNN flash needs bf16/fp16)"
   if q_BxSqxHxD.shape[-1] % 8 or q_BxSqxHxD.shape[-1] > 256:
