@@ -19,7 +19,7 @@ import pytest
 from lct_jax import configlib
 from lct_jax.data import pipeline
 from lct_jax.parallel import make_mesh
-from lct_jax.training import placement
+from lct_jax.training import abstract_model, placement
 from lct_jax.training import loop
 from lct_jax.training.checkpoint import (Checkpointer, CheckpointError,
                                          load_params)
@@ -287,7 +287,9 @@ def test_two_processes_train_like_one(straight_run, tmp_path):
   """train.py as 2 jax.distributed processes of 1 CPU device each: each
   reads its half of every global batch, both write their iterator state,
   and the parameters follow the 1-process run (float tolerance: the
-  gradient is summed over 2 devices in another order)."""
+  gradient is summed over 2 devices in another order). The final sample
+  videos are made by both processes on the 2-process mesh and written by
+  process 0, and equal sampling the final weights on one device."""
   import socket  # pylint: disable=g-import-not-at-top
   with socket.socket() as s:
     s.bind(("localhost", 0))
@@ -298,7 +300,8 @@ def test_two_processes_train_like_one(straight_run, tmp_path):
       [sys.executable, str(ROOT / "train.py"), f"--config={CONFIG}",
        f"--workdir={tmp_path}", "--noprogress", "--log_batches",
        "--config.train.distributed=True", f"--coordinator_address=localhost:"
-       f"{port}", "--num_processes=2", f"--process_id={i}"],
+       f"{port}", "--num_processes=2", f"--process_id={i}",
+       "--config.train.sample_every=8", "--config.sample.steps=1"],
       cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
       text=True) for i in range(2)]
   outs = [p.communicate(timeout=300) for p in procs]
@@ -328,3 +331,14 @@ def test_two_processes_train_like_one(straight_run, tmp_path):
                   jax.tree.leaves(ref["state"].params)):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=2e-5,
                                rtol=1e-4)
+  from lct_jax.sampling import Sampler, periodic  # pylint: disable=g-import-not-at-top
+  c = config()
+  c.sample.steps = 1
+  scene = periodic.validation_scene(c)[0]
+  graphdef, _ = abstract_model(c)
+  s = c.sample
+  want = Sampler(c, graphdef, got["state"].ema_params, steps=1,
+                 shift=s.shift, cfg_scale=s.cfg_scale, t_c=s.t_c).joint(scene)
+  for i, w in enumerate(want):
+    shot = np.load(tmp_path / "samples" / "8" / f"shot_{i:02d}.npy")
+    np.testing.assert_allclose(shot, w[:len(shot)], atol=1e-5)

@@ -5,6 +5,8 @@ The scene is drawn once from the synthetic generator (fixed seed, so every
 checkpoint of a run samples the same prompts and noise): joint generation
 for a bidirectional model, causal generation with the KV cache for a
 context-causal one, with the `sample.*` settings and EMA weights by default.
+It runs on the training mesh with the state's sharded weights as they are
+(no gather to one device), in every process; process 0 writes the files.
 """
 from __future__ import annotations
 
@@ -35,17 +37,20 @@ def validation_scene(config) -> tuple[Scene, str, list[str]]:
   return Scene(g_text, g_len, shots, g_pooled), drawn.global_prompt, prompts
 
 
-def write_samples(config, graphdef, state, workdir: str, step: int) -> str:
-  """Samples the validation scene with `state`'s weights; -> the folder."""
-  params = jax.device_get(state.ema_params if config.sample.use_ema
-                          else state.params)
+def write_samples(config, graphdef, state, workdir: str, step: int,
+                  mesh=None) -> str:
+  """Samples the validation scene with `state`'s weights (placed on `mesh`,
+  None: one device); -> the folder. Call from every process."""
+  params = state.ema_params if config.sample.use_ema else state.params
   s = config.sample
   sampler = Sampler(config, graphdef, params, steps=s.steps, shift=s.shift,
-                    cfg_scale=s.cfg_scale, t_c=s.t_c)
+                    cfg_scale=s.cfg_scale, t_c=s.t_c, mesh=mesh)
   scene, global_prompt, prompts = validation_scene(config)
   causal = config.model.attention_mask == "context_causal"
   latents = sampler.causal(scene) if causal else sampler.joint(scene)
   out = os.path.join(workdir, "samples", str(step))
+  if jax.process_index() != 0:
+    return out
   outputs.write_scene(
       out, latents, [sh.num_frames for sh in scene.shots],
       {"step": step, "mode": "causal" if causal else "joint",

@@ -58,6 +58,15 @@ class Scene:
   pooled: np.ndarray | None = None
 
 
+def to_host(x) -> np.ndarray:
+  """A result on the host; with several processes, every process gets the
+  whole array (each holds only its devices' shards)."""
+  if getattr(x, "is_fully_addressable", True):
+    return np.asarray(x)
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+
+
 def shot_noise(seed: int, shape) -> tuple[np.ndarray, np.ndarray]:
   """(starting noise, fixed condition/history noise) of a shot."""
   key = jax.random.key(seed)
@@ -164,9 +173,9 @@ class Sampler:
   def _joint_call(self, batch, cond, t_cond, eps_gen, eps_cond):
     fn = joint_lib.jitted(self.graphdef)
     with self.on_mesh():
-      return np.asarray(fn(self.params, batch, cond, t_cond, eps_gen,
-                           eps_cond, self.ts, self.cfg_scale, self.guidance_B,
-                           use_cfg=self.use_cfg))
+      return to_host(fn(self.params, batch, cond, t_cond, eps_gen,
+                        eps_cond, self.ts, self.cfg_scale, self.guidance_B,
+                        use_cfg=self.use_cfg))
 
   def _history(self, shot: Shot, k: int) -> list[int]:
     if shot.history is None:
@@ -256,7 +265,7 @@ class Sampler:
                      text_len, pooled, np.asarray([shot.num_frames], np.int32),
                      eps, self.ts, self.cfg_scale, use_cfg=self.use_cfg,
                      guidance_B=self.guidance_B)
-      return np.asarray(z[0])
+      return to_host(z)[0]
 
   def encode_cached(self, cache, slot: int, slots, shot: Shot, latents):
     """Writes a finished shot (noised to its t_c) into cache slot `slot`."""

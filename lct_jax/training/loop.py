@@ -229,14 +229,14 @@ def train(config, workdir: str, *, progress: bool = True,
       writer.close()
 
 
-def _write_samples(config, graphdef, state, workdir, step, bar):
-  """train.sample_every: sample videos of a fixed validation scene."""
-  if jax.process_count() > 1:
-    logging.warning("train.sample_every: sampling is single-process; skipped")
-    return
+def _write_samples(config, graphdef, state, workdir, step, bar, mesh,
+                   is_main):
+  """train.sample_every: sample videos of a fixed validation scene, on the
+  training mesh, in every process (process 0 writes them)."""
   from lct_jax.sampling import periodic  # pylint: disable=g-import-not-at-top
-  out = periodic.write_samples(config, graphdef, state, workdir, step)
-  bar.write(f"step {step:6d}  samples written to {out}")
+  out = periodic.write_samples(config, graphdef, state, workdir, step, mesh)
+  if is_main:
+    bar.write(f"step {step:6d}  samples written to {out}")
 
 
 def _run(config, workdir, mesh, graphdef, state, rng, batches, ckpt, writer,
@@ -305,9 +305,10 @@ def _run(config, workdir, mesh, graphdef, state, rng, batches, ckpt, writer,
         if done % t.checkpoint_every == 0 or done == t.steps or preempted:
           metrics.drain()            # a NaN at this step raises before saving
           last_saved = ckpt.save(state, batches.get_state(), rng, config)
-        if t.sample_every and is_main and (done % t.sample_every == 0
-                                           or done == t.steps):
-          _write_samples(config, graphdef, state, workdir, done, bar)
+        if t.sample_every and (done % t.sample_every == 0
+                               or done == t.steps):
+          _write_samples(config, graphdef, state, workdir, done, bar, mesh,
+                         is_main)
         if preempted:
           ckpt.wait()
           if is_main:
