@@ -1,4 +1,6 @@
 """Shared tiny configs for the tests (CPU, compile in seconds)."""
+import numpy as np
+
 from lct_jax import configlib
 
 
@@ -25,3 +27,21 @@ def tiny_config(**scene):
   c.optim.warmup_steps = 0
   c.train.batch_size = 2
   return c
+
+
+def three_shot_scene(c, seed: int = 0):
+  """A tiny_config scene: global prompt + 3 shots of 3, 1 (an image) and 2
+  frames with random prompts of 4, 2 and 3 tokens (seeds 10..12)."""
+  from lct_jax.sampling import Scene, Shot  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(seed)
+  L = c.scene.max_text_len
+
+  def text(n):
+    t = np.zeros(L, np.int32)
+    t[:n] = rng.integers(3, c.model.vocab_size, n)
+    return t
+
+  shots = [Shot(text(4), 4, num_frames=3, seed=10),
+           Shot(text(2), 2, num_frames=1, seed=11),
+           Shot(text(3), 3, num_frames=2, seed=12)]
+  return Scene(text(3), 3, shots)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from _util import tiny_config
+from _util import three_shot_scene, tiny_config
 from lct_jax.model import MMDiT
 from lct_jax.model import kv_cache
 from lct_jax.sampling import Sampler, Scene, Shot
@@ -31,18 +31,7 @@ def setup():
   params = nnx.to_pure_dict(params)
   sampler = Sampler(c, graphdef, params, steps=3, shift=2.0, cfg_scale=2.5,
                     t_c=0.3)
-  rng = np.random.default_rng(0)
-  L = c.scene.max_text_len
-
-  def text(n):
-    t = np.zeros(L, np.int32)
-    t[:n] = rng.integers(3, c.model.vocab_size, n)
-    return t
-
-  shots = [Shot(text(4), 4, num_frames=3, seed=10),
-           Shot(text(2), 2, num_frames=1, seed=11),      # an image shot
-           Shot(text(3), 3, num_frames=2, seed=12)]
-  return c, sampler, Scene(text(3), 3, shots)
+  return c, sampler, three_shot_scene(c)
 
 
 def test_cached_generation_equals_recomputation(setup):

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from _util import tiny_config
+from _util import three_shot_scene, tiny_config
 from lct_jax.model import MMDiT
 from lct_jax.parallel import make_mesh
-from lct_jax.sampling import Sampler, Scene, Shot
+from lct_jax.sampling import Sampler
 
 AXES = ("data", "fsdp", "context", "tensor")
 
@@ -33,18 +33,9 @@ def _model(mask, strategy):
 
 
 def _scene(c):
-  rng = np.random.default_rng(0)
-  L = c.scene.max_text_len
-
-  def text(n):
-    t = np.zeros(L, np.int32)
-    t[:n] = rng.integers(3, c.model.vocab_size, n)
-    return t
-
-  return Scene(text(3), 3, [Shot(text(4), 4, num_frames=3, seed=10),
-                            Shot(text(2), 2, num_frames=1, seed=11),
-                            Shot(text(3), 3, num_frames=2, seed=12,
-                                 history=(0,))])
+  scene = three_shot_scene(c)
+  scene.shots[2].history = (0,)      # a pool that skips a shot
+  return scene
 
 
 def _sample(c, graphdef, params, mode, mesh):

@@ -36,22 +36,35 @@ class BlockInputs:
   context_strategy: str = "all_gather"
 
 
-def joint_attention(vid_qkv, txt_qkv, ctx: BlockInputs, vid_VT, txt_GL):
+def striped_attention(vid_qkv, txt_qkv, mask: attention.GroupMask, n: int, *,
+                      impl: str, block_q: int, block_kv: int,
+                      context_strategy: str):
   """One attention over [video ; text] in context-parallel (`striping`) order.
 
-  vid_qkv: (q, k, v) [B, V, T, H, Dh]; txt_qkv: [B, G, L, H, Dh].
-  Returns the outputs per stream in the same shapes.
+  vid_qkv: (q, k, v) [B, V, T, H, Dh]; txt_qkv: [B, G, L, H, Dh]. Keys may
+  hold more slots than queries (the KV cache: one shot against its
+  history); `mask` is over the striped sequences for n context devices.
+  Returns the outputs per stream in the queries' shapes.
   """
-  n = ctx.context
-  joint = lambda a_v, a_t: constrain(
-      striping.stripe([
-          constrain(a_v, ("batch", None, "length", "act_heads", None)),
-          a_t], n), ("batch", "length", "act_heads", None))
+  on_length = lambda x: constrain(
+      x, ("batch", None, "length", "act_heads", None))
+  joint = lambda a_v, a_t: constrain(striping.stripe([on_length(a_v), a_t],
+                                                     n),
+                                     ("batch", "length", "act_heads", None))
   q, k, v = (joint(a_v, a_t) for a_v, a_t in zip(vid_qkv, txt_qkv))
-  o = attention.attend(q, k, v, ctx.mask, impl=ctx.attention_impl,
-                       block_q=ctx.block_q, block_kv=ctx.block_kv,
-                       context_strategy=ctx.context_strategy)
-  return striping.unstripe(o, (tuple(vid_VT), tuple(txt_GL)), n)
+  o = attention.attend(q, k, v, mask, impl=impl, block_q=block_q,
+                       block_kv=block_kv, context_strategy=context_strategy)
+  shapes = (vid_qkv[0].shape[1:3], txt_qkv[0].shape[1:3])
+  return striping.unstripe(o, shapes, n)
+
+
+def joint_attention(vid_qkv, txt_qkv, ctx: BlockInputs):
+  """`striped_attention` over the whole scene with the block inputs' mask
+  and kernel settings."""
+  return striped_attention(
+      vid_qkv, txt_qkv, ctx.mask, ctx.context, impl=ctx.attention_impl,
+      block_q=ctx.block_q, block_kv=ctx.block_kv,
+      context_strategy=ctx.context_strategy)
 
 
 class JointAttention(nnx.Module):
@@ -115,8 +128,6 @@ class DualStreamBlock(nnx.Module):
 
   def __call__(self, vid_BxVxTxD: jax.Array, txt_BxGxLxD: jax.Array,
                ctx: BlockInputs) -> tuple[jax.Array, jax.Array]:
-    V, T = vid_BxVxTxD.shape[1:3]
-    G, L = txt_BxGxLxD.shape[1:3]
 
     def attend(vid_qkv, txt_qkv):
       # RoPE, then joint attention over [video ; text] in context-parallel
@@ -126,8 +137,7 @@ class DualStreamBlock(nnx.Module):
       if ctx.rope_txt is not None:
         q_t = apply_rope(q_t, *ctx.rope_txt)
         k_t = apply_rope(k_t, *ctx.rope_txt)
-      return joint_attention((q_v, k_v, v_v), (q_t, k_t, v_t), ctx, (V, T),
-                             (G, L))
+      return joint_attention((q_v, k_v, v_v), (q_t, k_t, v_t), ctx)
 
     return self.forward(vid_BxVxTxD, txt_BxGxLxD, ctx.silu_c_vid_BxVxD,
                         ctx.silu_c_txt_BxGxD, attend)

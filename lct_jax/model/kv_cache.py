@@ -43,6 +43,7 @@ from flax import nnx
 from lct_jax import attention
 from lct_jax.attention import context, striping
 from lct_jax.layout import SceneGeometry, apply_rope, build_layout, rope_tables
+from lct_jax.model.block import striped_attention
 from lct_jax.model.embeddings import unpatchify
 from lct_jax.parallel import constrain
 
@@ -78,9 +79,9 @@ class KVCache:
     """A cache with `kv` = (vid_k, vid_v, txt_k, txt_v), each
     [depth, B, 1, T or L, H, Dh] (`forward_shot`'s), in slot `slot` (an int
     or a traced scalar: no recompilation per slot)."""
-    vk, vv, tk, tv = (x[:, :, 0] for x in kv)   # [depth, B, 1, n, ...]
+    vk, vv, tk, tv = kv
     put = lambda a, x: _constrain_kv(
-        jax.lax.dynamic_update_index_in_dim(a, x, slot, 2))
+        jax.lax.dynamic_update_slice_in_dim(a, x, slot, 2))
     return self.replace(
         vid_k=put(self.vid_k, vk), vid_v=put(self.vid_v, vv),
         txt_k=put(self.txt_k, tk), txt_v=put(self.txt_v, tv),
@@ -132,28 +133,19 @@ def _block_with_context(blk, vid, txt, silu_c_vid, silu_c_txt, rope_vid,
 
   `mask` is over the striped sequences for `n` context devices.
   """
-  V, T = vid.shape[1:3]
-  G, L = txt.shape[1:3]
   own = []
 
   def attend(vid_qkv, txt_qkv):
     (q_v, k_v, v_v), (q_t, k_t, v_t) = vid_qkv, txt_qkv
     own.append((k_v, v_v, k_t, v_t))
-    q_v, k_v_rot = _rope(q_v, rope_vid), _rope(k_v, rope_vid)
-    q_t, k_t_rot = _rope(q_t, rope_txt), _rope(k_t, rope_txt)
-    on_length = lambda x: constrain(
-        x, ("batch", None, "length", "act_heads", None))
-    cat = lambda a, b: on_length(jnp.concatenate([a, b], axis=1))
-    joint = lambda a_v, a_t: constrain(striping.stripe([on_length(a_v), a_t],
-                                                       n),
-                                       ("batch", "length", "act_heads", None))
-    q = joint(q_v, q_t)
-    k = joint(cat(ctx_vid_kv[0], k_v_rot), cat(ctx_txt_kv[0], k_t_rot))
-    v = joint(cat(ctx_vid_kv[1], v_v), cat(ctx_txt_kv[1], v_t))
-    o = attention.attend(q, k, v, mask, impl=m.attention_impl,
-                         block_q=m.block_q, block_kv=m.block_kv,
-                         context_strategy=m.context_strategy)
-    return tuple(striping.unstripe(o, ((V, T), (G, L)), n))
+    cat = lambda a, b: jnp.concatenate([a, b], axis=1)
+    return striped_attention(
+        (_rope(q_v, rope_vid), cat(ctx_vid_kv[0], _rope(k_v, rope_vid)),
+         cat(ctx_vid_kv[1], v_v)),
+        (_rope(q_t, rope_txt), cat(ctx_txt_kv[0], _rope(k_t, rope_txt)),
+         cat(ctx_txt_kv[1], v_t)),
+        mask, n, impl=m.attention_impl, block_q=m.block_q,
+        block_kv=m.block_kv, context_strategy=m.context_strategy)
 
   vid, txt = blk.forward(vid, txt, silu_c_vid, silu_c_txt, attend)
   return vid, txt, own[0]
@@ -202,15 +194,25 @@ def _striped_keys(g1: SceneGeometry, layout, vid_slots: slice,
                   txt_slots: slice, n: int):
   """(kv_group [S'], kv_valid [B, S']) of the keys in `vid_slots` and
   `txt_slots` of the cached geometry, in striped order for n devices."""
-  T, L = g1.tokens_per_slot, g1.max_text_len
-  V1, G1, Sv = g1.num_video_slots, g1.num_groups, g1.video_len
-  ids = g1.token_groups()
-  id_vid = _slots(ids[None, :Sv], V1, T)[:, vid_slots]
-  id_txt = _slots(ids[None, Sv:], G1, L)[:, txt_slots]
-  valid_vid = _slots(layout.valid_BxS[:, :Sv], V1, T)[:, vid_slots]
-  valid_txt = _slots(layout.valid_BxS[:, Sv:], G1, L)[:, txt_slots]
-  kv_group = striping.stripe([id_vid, id_txt], n, edge=True)[0]
-  return kv_group, striping.stripe([valid_vid, valid_txt], n)
+  return (_striped_ids(g1, vid_slots, txt_slots, n),
+          striping.stripe(_slot_parts(g1, layout.valid_BxS, vid_slots,
+                                      txt_slots), n))
+
+
+def _slot_parts(g1: SceneGeometry, x_BxS, vid_slots: slice,
+                txt_slots: slice):
+  """[video slots, text slots] of a per-token array of the geometry."""
+  Sv = g1.video_len
+  return [_slots(x_BxS[:, :Sv], g1.num_video_slots,
+                 g1.tokens_per_slot)[:, vid_slots],
+          _slots(x_BxS[:, Sv:], g1.num_groups, g1.max_text_len)[:, txt_slots]]
+
+
+def _striped_ids(g1: SceneGeometry, vid_slots: slice, txt_slots: slice,
+                 n: int) -> np.ndarray:
+  """Static group ids [S'] of those slots, in striped order."""
+  parts = _slot_parts(g1, g1.token_groups()[None], vid_slots, txt_slots)
+  return striping.stripe(parts, n, edge=True)[0]
 
 
 def init_cache(model, text_BxL, text_len_B, pooled_BxP=None, *,
@@ -309,10 +311,10 @@ def forward_shot(model, cache: KVCache, pool_BxC, latents_BxFxHxWxC, t_B,
   V1, G1 = g1.num_video_slots, g1.num_groups     # context: all but the last
   kv_group, kv_valid = _striped_keys(g1, layout, slice(0, V1),
                                      slice(0, G1), n)
-  mask = attention.GroupMask(q_group=np.full(
-      n * (striping.run_pad(g1.tokens_per_slot, n) +
-           striping.run_pad(g1.max_text_len, n)), C + 1, np.int32),
-      kv_group=kv_group, kv_valid=kv_valid, causal=True)
+  # The queries are the last slot of each stream: the new shot's group.
+  q_group = _striped_ids(g1, slice(V1 - 1, V1), slice(G1 - 1, G1), n)
+  mask = attention.GroupMask(q_group=q_group, kv_group=kv_group,
+                             kv_valid=kv_valid, causal=True)
   cat = lambda a, b: jnp.concatenate([a, b], axis=2)
   ctx_layers = (cat(cache.glob_vid_k, cache.vid_k),
                 cat(cache.glob_vid_v, cache.vid_v),

@@ -65,8 +65,6 @@ class SingleStreamBlock(nnx.Module):
 
   def __call__(self, vid_BxVxTxD: jax.Array, txt_BxGxLxD: jax.Array,
                ctx: BlockInputs) -> tuple[jax.Array, jax.Array]:
-    V, T = vid_BxVxTxD.shape[1:3]
-    G, L = txt_BxGxLxD.shape[1:3]
     v_shift, v_scale, v_gate = self.norm(ctx.silu_c_vid_BxVxD)
     t_shift, t_scale, t_gate = self.norm(ctx.silu_c_txt_BxGxD)
     vid_in = modulate(layer_norm(vid_BxVxTxD), v_shift, v_scale)
@@ -75,8 +73,7 @@ class SingleStreamBlock(nnx.Module):
     # Joint attention over [video ; text] (diffusers' order), in
     # context-parallel order like the dual-stream block.
     o_vid, o_txt = joint_attention(self.attn.qkv(vid_in, ctx.rope_vid),
-                                   self.attn.qkv(txt_in, ctx.rope_txt), ctx,
-                                   (V, T), (G, L))
+                                   self.attn.qkv(txt_in, ctx.rope_txt), ctx)
     flat = lambda o: o.reshape(*o.shape[:-2], -1)
 
     def branch(x_in, o_in):
