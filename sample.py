@@ -143,8 +143,11 @@ def main(argv):
       fps=_FPS.value)
   line = f"wrote {shots} shots to {_OUT.value} ({seconds:.1f} s)"
   if "consistency" in settings:
-    line += (f"; consistency mean "
-             f"{settings['consistency']['consistency_mean']:.3f}")
+    c = settings["consistency"]
+    mean = c["consistency_mean"]
+    line += (f"; recognised {c['recognised']:.2f}, consistency mean "
+             + ("n/a (one shot)" if mean is None else f"{mean:.3f}")
+             + f" (chance {c['consistency_mean_chance']:.3f})")
   print(line, flush=True)
 
 

@@ -15,6 +15,7 @@ ATTENTION_IMPLS = ("auto", "dense", "blockwise", "cudnn", "splash")
 CONTEXT_STRATEGIES = ("ring", "all_gather", "ulysses")
 REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch")
 TEXT_MODES = ("tokens", "embeddings")
+PREDICTIONS = ("velocity", "data")
 DECAYS = ("cosine", "linear", "constant")
 DTYPES = ("float32", "bfloat16", "float16")
 DATA_SOURCES = ("synthetic", "tfds_synthetic", "scene_folder")
@@ -52,6 +53,11 @@ def base_config() -> ml_collections.ConfigDict:
   m.guidance_embeds = False       # distilled-guidance embed (HunyuanVideo)
   m.timestep_scale = 1000.0       # t in [0,1] -> sinusoid of t * scale
   m.global_timestep = 0.0         # t of the global prompt group (clean)
+  m.prediction = "velocity"      # what the last layer predicts: velocity
+                                  # (eps - z_0) | data (clean z_0, turned
+                                  # into velocity; pixel-space models,
+                                  # lct_jax/model/prediction.py)
+  m.prediction_t_min = 0.05       # data: v = (z_t - x) / max(t, this)
   m.zero_init = True              # adaLN-Zero: gates and output start at 0
   m.attention_mask = "bidirectional"   # or context_causal (causal stage)
   m.attention_impl = "auto"       # auto (cudnn on GPU, splash on TPU, else
@@ -193,6 +199,10 @@ def validate(c: ml_collections.ConfigDict) -> None:
   choice("model.context_strategy", m.context_strategy, CONTEXT_STRATEGIES)
   choice("model.attention_impl", m.attention_impl, ATTENTION_IMPLS)
   choice("model.text_mode", m.text_mode, TEXT_MODES)
+  choice("model.prediction", m.prediction, PREDICTIONS)
+  if not 0.0 < m.prediction_t_min <= 1.0:
+    raise ValueError(f"model.prediction_t_min={m.prediction_t_min} must be "
+                     "in (0, 1]")
   choice("model.compute_dtype", m.compute_dtype, DTYPES)
   choice("optim.decay", c.optim.decay, DECAYS)
   if m.depth < 1:

@@ -82,6 +82,9 @@ def test_joint_sampling_writes_everything(workdir, tmp_path):
   assert settings["weights"] == "ema" and settings["shots"][0]["condition"]
   assert set(settings["consistency"]["consistency"]) == {
       "shape", "sprite_color", "size", "background_color", "texture", "tint"}
+  assert 0.0 <= settings["consistency"]["recognised"] <= 1.0
+  assert settings["consistency"]["consistency_chance"]["tint"] == (
+      pytest.approx(1 / 3))
   import av  # the MP4 decodes to the frames it should hold
   with av.open(str(out / "scene.mp4")) as f:
     assert len(list(f.decode(video=0))) == 3
@@ -117,7 +120,7 @@ def test_sampling_on_a_mesh_equals_one_device(workdir, tmp_path):
 
 def test_cli_errors_name_the_field(workdir, tmp_path):
   wd, _, _ = workdir
-  scene = write_scene(tmp_path / "s.json", shots=[{"prompt": "x"}], colour=1)
+  scene = write_scene(tmp_path / "s.json", shots=[{"prompt": "wide shot."}], colour=1)
   proc = run_sample(f"--workdir={wd}", f"--scene={scene}")
   assert proc.returncode == 1 and "unknown key(s) ['colour']" in proc.stderr
   proc = run_sample(f"--workdir={tmp_path}", f"--scene={scene}")
@@ -125,20 +128,22 @@ def test_cli_errors_name_the_field(workdir, tmp_path):
 
 
 @pytest.mark.parametrize("spec, shape, match", [
-    (dict(shots=[{"prompt": "x", "speed": 2}]), None, r"shots\[0\].*'speed'"),
-    (dict(shots=[{"prompt": "x"}] * 3), None, "3 shots.*max_shots=2"),
-    (dict(t_c=1200, shots=[{"prompt": "x"}]), None, r"t_c=1200.*\[0, 1000\]"),
-    (dict(shots=[{"prompt": "x", "t_c": -1}]), None, r"shots\[0\].t_c"),
-    (dict(shots=[{"prompt": "x", "condition": "m.npy"}]), (2, 8, 8, 3),
+    (dict(shots=[{"prompt": "wide shot.", "speed": 2}]), None, r"shots\[0\].*'speed'"),
+    (dict(shots=[{"prompt": "wide shot."}] * 3), None, "3 shots.*max_shots=2"),
+    (dict(t_c=1200, shots=[{"prompt": "wide shot."}]), None, r"t_c=1200.*\[0, 1000\]"),
+    (dict(shots=[{"prompt": "wide shot.", "t_c": -1}]), None, r"shots\[0\].t_c"),
+    (dict(shots=[{"prompt": "wide shot.", "condition": "m.npy"}]), (2, 8, 8, 3),
      r"shots\[0\].condition.*m.npy.*8x8.*16x16"),
-    (dict(shots=[{"prompt": "x", "condition": "m.npy"}]), (2, 16, 16, 4),
+    (dict(shots=[{"prompt": "wide shot.", "condition": "m.npy"}]), (2, 16, 16, 4),
      r"shots\[0\].condition.*4 latent channels.*in_channels=3"),
-    (dict(shots=[{"prompt": "x", "condition": "m.npy"}]), (3, 16, 16, 3),
+    (dict(shots=[{"prompt": "wide shot.", "condition": "m.npy"}]), (3, 16, 16, 3),
      "3 frames, more than scene.frames=2"),
-    (dict(shots=[{"prompt": "x", "condition": "nope.mp4"}]), None,
+    (dict(shots=[{"prompt": "wide shot.", "condition": "nope.mp4"}]), None,
      r"shots\[0\].condition.*does not exist"),
-    (dict(shots=[{"prompt": "x"}, {"prompt": "y", "history": [1]}]), None,
+    (dict(shots=[{"prompt": "wide shot."}, {"prompt": "close shot.", "history": [1]}]), None,
      r"shots\[1\].history"),
+    (dict(shots=[{"prompt": "wide shot, Character 1 dances wildly."}]), None,
+     r"shots\[0\].prompt.*vocabulary: \['dances', 'wildly'\]"),
 ])
 def test_bad_scene_files(workdir, tmp_path, spec, shape, match):
   _, c, state = workdir
@@ -183,3 +188,34 @@ def test_train_writes_periodic_samples(tmp_path):
   assert (out / f"shot_{n - 1:02d}.gif").exists()
   assert (out / "scene_contact.png").exists()
   assert "consistency" in settings
+
+
+def test_evaluate_held_out_scenes(workdir, tmp_path):
+  """The evaluation entry point end to end on the (untrained) tiny run:
+  its noise is not recognised, and the table carries the chance levels."""
+  from lct_jax import evaluate  # pylint: disable=g-import-not-at-top
+  wd, c, _ = workdir
+  lines = []
+  table = evaluate.evaluate(str(wd), scenes=2, steps=1, guidance=1.0,
+                            out=str(tmp_path / "eval"), log=lines.append)
+  assert table["scenes"] == 2 and table["shots"] >= 4
+  assert table["recognised"] == 0.0
+  assert set(table["consistency_chance"]) == set(table["consistency"])
+  assert "recognised shots: 0.000" in lines[0] and "chance" in lines[0]
+  saved = json.loads((tmp_path / "eval" / "eval.json").read_text())
+  assert saved["recognised"] == 0.0
+  assert (tmp_path / "eval" / "scene_00.png").stat().st_size > 0
+  # Held-out: no training pool reaches the held-out seeds.
+  seeds = {int(s.scene_id.split("-")[1])
+           for s in evaluate.held_out_scenes(c, 2)}
+  assert min(seeds) >= evaluate.HELD_OUT_SEED > c.data.num_scenes
+
+
+def test_evaluate_refuses_runs_not_on_synthetic_scenes(workdir, tmp_path):
+  from lct_jax import evaluate  # pylint: disable=g-import-not-at-top
+  wd, c, _ = workdir
+  saved = json.loads((wd / "config.json").read_text())
+  saved["data"]["source"] = "scene_folder"
+  (tmp_path / "config.json").write_text(json.dumps(saved))
+  with pytest.raises(ValueError, match="not trained on the synthetic"):
+    evaluate.evaluate(str(tmp_path), scenes=1)

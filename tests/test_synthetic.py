@@ -8,7 +8,6 @@ import pathlib
 import numpy as np
 import pytest
 
-from lct_jax.data import consistency
 from lct_jax.data import synthetic as syn
 from lct_jax.data import vocab
 from lct_jax.diffusion import augment
@@ -162,76 +161,3 @@ def test_tokenizer_special_ids_and_truncation():
   assert length == 3 and vocab.decode(ids, length) == "close shot,"
   with pytest.raises(ValueError, match="exceed max_len=3"):
     vocab.encode("close shot, Character 1 moves left.", 3, truncate=False)
-
-
-def recovery_rates(all_scenes, noise_sigma=0.0, seed=0):
-  rng = np.random.default_rng(seed)
-  hits, total = collections.Counter(), 0
-  for scene in all_scenes:
-    for shot in scene.shots:
-      frames = shot.frames
-      if noise_sigma:
-        frames = np.clip(np.round(
-            frames + rng.normal(0, noise_sigma, frames.shape)), 0, 255)
-        frames = frames.astype(np.uint8)
-      estimate = consistency.estimate_factors(frames)
-      total += 1
-      for factor, value in shot.factors.items():
-        hits[factor] += estimate[factor] == value
-  return {f: hits[f] / total for f in syn.SCENE_FACTORS + syn.SHOT_FACTORS}
-
-
-def test_estimators_recover_every_factor():
-  rates = recovery_rates(scenes())
-  assert min(rates.values()) >= 0.99, rates
-
-
-def test_estimators_tolerate_noise_and_other_sizes():
-  rates = recovery_rates(scenes(count=40), noise_sigma=6.0)
-  assert min(rates.values()) >= 0.99, rates
-  rates = recovery_rates(scenes(size=64, max_frames=6, count=20))
-  assert min(rates.values()) >= 0.99, rates
-
-
-def test_no_sprite_is_unknown():
-  flat = np.full((2, 32, 32, 3), 100, np.uint8)
-  estimate = consistency.estimate_factors(flat)
-  assert set(estimate.values()) == {consistency.UNKNOWN}
-
-
-def test_score_scene_consistency_and_adherence():
-  scene = next(s for s in scenes() if len(s.shots) >= 3)
-  frames = [shot.frames for shot in scene.shots]
-  prompts = [shot.prompt for shot in scene.shots]
-  score = consistency.score_scene(frames, prompts,
-                                  global_prompt=scene.global_prompt)
-  assert all(v == 1.0 for v in score["consistency"].values()), score
-  assert score["adherence"] == {"framing": 1.0, "action": 1.0}
-  assert all(v == 1.0 for v in score["global_adherence"].values())
-  assert "tint" not in score["global_adherence"]
-
-  # One shot from a scene lit differently and with another sprite colour.
-  factors = scene.shots[0].factors
-  intruder = next(s for s in scenes()
-                  if s.shots[0].factors["tint"] != factors["tint"]
-                  and s.shots[0].factors["sprite_color"]
-                  != factors["sprite_color"])
-  frames[1] = intruder.shots[0].frames
-  score = consistency.score_scene(frames, prompts)
-  n = len(frames)
-  assert score["consistency"]["tint"] == pytest.approx((n - 1) / n)
-  assert score["consistency"]["sprite_color"] == pytest.approx((n - 1) / n)
-  assert score["consistency_mean"] < 1.0
-
-
-def test_score_scene_adherence_reads_the_prompt():
-  scene = next(s for s in scenes() if len(s.shots) >= 2 and not s.continuous
-               and s.shots[0].factors["framing"] != "wide")
-  frames = [shot.frames for shot in scene.shots]
-  prompts = [shot.prompt for shot in scene.shots]
-  prompts[0] = prompts[0].replace(scene.shots[0].factors["framing"], "wide")
-  score = consistency.score_scene(frames, prompts)
-  assert score["adherence"]["framing"] == pytest.approx(
-      1 - 1 / len(frames))
-  with pytest.raises(ValueError, match="one prompt per shot"):
-    consistency.score_scene(frames, prompts[:1])

@@ -45,13 +45,25 @@ def tokenize(text: str) -> list[str]:
           for t in _SPLIT.findall(text)]
 
 
-def encode(text: str, max_len: int, *,
-           truncate: bool = True) -> tuple[np.ndarray, int]:
+def unknown_words(text: str) -> list[str]:
+  """The words of `text` outside the vocabulary, in order, once each."""
+  return list(dict.fromkeys(t for t in tokenize(text) if t not in ID_OF))
+
+
+def encode(text: str, max_len: int, *, truncate: bool = True,
+           allow_unknown: bool = True) -> tuple[np.ndarray, int]:
   """-> (ids int32 [max_len], length); padding (id 0) after `length`.
 
   Text longer than max_len is cut to its first max_len tokens, or raises
-  ValueError when truncate=False. Unknown words map to UNK_ID.
+  ValueError when truncate=False. Unknown words map to UNK_ID, or raise
+  ValueError naming them when allow_unknown=False (sampling: a model
+  trained on this vocabulary has never seen them mean anything).
   """
+  if not allow_unknown:
+    unknown = unknown_words(text)
+    if unknown:
+      raise ValueError(f"words outside the model's vocabulary: {unknown} "
+                       f"(known: lct_jax/data/vocab.py WORDS)")
   ids = [ID_OF.get(t, UNK_ID) for t in tokenize(text)]
   if len(ids) > max_len:
     if not truncate:

@@ -45,6 +45,7 @@ from lct_jax.attention import context, striping
 from lct_jax.layout import SceneGeometry, apply_rope, build_layout, rope_tables
 from lct_jax.model.block import striped_attention
 from lct_jax.model.embeddings import unpatchify
+from lct_jax.model.prediction import to_velocity
 from lct_jax.parallel import constrain
 
 
@@ -329,7 +330,7 @@ def forward_shot(model, cache: KVCache, pool_BxC, latents_BxFxHxWxC, t_B,
       _pick(rope_txt, slice(0, G1 - 1)), ctx_layers, mask, n,
       collect_kv=collect_kv)
   out = model.final_layer(vid, silu_c)
-  v = unpatchify(out, geom.grid, m.patch_t, m.patch)[:, 0]
+  out = unpatchify(out, geom.grid, m.patch_t, m.patch)[:, 0]
   if collect_kv:
     kv = tuple(x.astype(dtype) for x in kv)
-  return v.astype(jnp.float32), kv
+  return to_velocity(out, latents_BxFxHxWxC, t_B, m), kv

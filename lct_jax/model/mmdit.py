@@ -22,6 +22,7 @@ from lct_jax.model.embeddings import (MLPEmbedder, PatchEmbed, TokenEmbed,
                                       timestep_sinusoid, unpatchify,
                                       SINUSOID_DIM)
 from lct_jax.model.layers import layer_norm, linear
+from lct_jax.model.prediction import to_velocity
 from lct_jax.model.refiner import TokenRefiner, masked_mean
 from lct_jax.model.remat import remat
 from lct_jax.model.single_block import SingleStreamBlock
@@ -277,4 +278,5 @@ class MMDiT(nnx.Module):
     else:
       silu_c_vid = ctx.silu_c_vid_BxVxD
     out = self.final_layer(vid, silu_c_vid)
-    return unpatchify(out, geom.grid, m.patch_t, m.patch).astype(jnp.float32)
+    out = unpatchify(out, geom.grid, m.patch_t, m.patch)
+    return to_velocity(out, latents_BxNxFxHxWxC, t_BxN, m)

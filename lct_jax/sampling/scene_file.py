@@ -124,10 +124,11 @@ class TextEncoder:
       raise SceneFileError(f"{path}: {where} must be a string")
     if self.mode == "tokens":
       try:
-        ids, n = vocab.encode(prompt, self.L, truncate=False)
+        ids, n = vocab.encode(prompt, self.L, truncate=False,
+                              allow_unknown=False)
       except ValueError as e:
-        raise SceneFileError(f"{path}: {where}: {e} (scene.max_text_len)"
-                             ) from None
+        hint = "" if "vocabulary" in str(e) else " (scene.max_text_len)"
+        raise SceneFileError(f"{path}: {where}: {e}{hint}") from None
       return ids, n, None
     if emb_file is not None:
       base = os.path.dirname(path)

@@ -33,6 +33,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 
+from lct_jax import configlib
+
 STATE, DATA, META = "state", "data", "meta"
 # Config sections that fix the parameters' shapes and meaning, less the
 # fields that only change how the same model is computed (free to change
@@ -160,10 +162,15 @@ class Checkpointer:
     meta = self._manager.restore(step, args=ocp.args.Composite(**{
         META: ocp.args.JsonRestore()}))[META]
     saved, now = meta["config"], config_to_dict(config)
+    # A field added to the schema since the checkpoint was written reads as
+    # its default there: old checkpoints stay usable.
+    default = config_to_dict(configlib.base_config())
+    was = lambda section, k: saved[section].get(
+        k, default.get(section, {}).get(k))
     diff = [f"{section}.{k}" for section in MODEL_SECTIONS
             for k in sorted(set(saved[section]) | set(now[section]))
             if k not in RUNTIME_FIELDS
-            and saved[section].get(k) != now[section].get(k)]
+            and was(section, k) != now[section].get(k)]
     if diff:
       raise CheckpointError(
           f"{self.step_dir(step)} was written for a different model "

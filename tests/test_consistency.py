@@ -1,0 +1,177 @@
+"""The synthetic metric against ground truth and against garbage: real
+shots are recognised with every factor right, garbage is not recognised
+and scores no more than chance, and unrelated real shots score chance."""
+import functools
+
+import numpy as np
+import pytest
+
+from lct_jax.data import consistency
+from lct_jax.data import counterfeits as cf
+from lct_jax.data import estimators as est
+from lct_jax.data import synthetic as syn
+
+
+@functools.lru_cache(maxsize=None)
+def scenes(count=200, max_shots=4, max_frames=4, size=32, offset=0):
+  return tuple(syn.generate_scene(offset + seed, max_shots=max_shots,
+                                  max_frames=max_frames, size=size)
+               for seed in range(count))
+
+
+def rates(all_scenes, transform):
+  """(recognised, every factor right) over all shots of the scenes."""
+  recognised, right, n = 0, 0, 0
+  for scene in all_scenes:
+    for shot in scene.shots:
+      e = est.estimate_shot(transform(shot.frames))
+      n += 1
+      recognised += e.recognised
+      right += all(e.factors[f] == shot.factors[f] for f in est.ALL_FACTORS)
+  return recognised / n, right / n
+
+
+@pytest.mark.parametrize("sigma", [0.0, 8.0])
+def test_ground_truth_recognised_with_every_factor_right(sigma):
+  rng = np.random.default_rng(0)
+  noisy = (lambda f: f) if sigma == 0 else (
+      lambda f: cf.pixel_noise(rng, f, sigma))
+  recognised, right = rates(scenes(), noisy)
+  assert recognised >= 0.99 and right >= 0.99, (recognised, right)
+
+
+def test_other_sizes_and_longer_shots():
+  recognised, right = rates(scenes(count=20, size=64, max_frames=6),
+                            lambda f: f)
+  assert recognised >= 0.99 and right >= 0.99
+
+
+def fake_scenes(maker, count=60, seed=0):
+  """Scenes whose shots are `maker`'s garbage built on real shots."""
+  rng = np.random.default_rng(seed)
+  out = []
+  for scene in scenes(count=count):
+    frames = [maker(rng, s.frames) for s in scene.shots]
+    out.append((frames, [s.prompt for s in scene.shots], scene.global_prompt))
+  return out
+
+
+@pytest.mark.parametrize("name", sorted(cf.GARBAGE))
+def test_garbage_is_not_recognised_and_scores_no_more_than_chance(name):
+  scored = [consistency.score_scene(f, p, global_prompt=g)
+            for f, p, g in fake_scenes(cf.GARBAGE[name])]
+  recognised = np.mean([s["recognised"] for s in scored])
+  assert recognised <= 0.05, recognised
+  multi = [s for s in scored if not np.isnan(s["consistency_mean"])]
+  mean = np.mean([s["consistency_mean"] for s in multi])
+  assert mean <= multi[0]["consistency_mean_chance"], mean
+  for factor in syn.SCENE_FACTORS:
+    value = np.mean([s["consistency"][factor] for s in multi])
+    # sprite_free draws its backgrounds independently per shot: chance, up
+    # to sampling error; every other kind: no factor known at all.
+    assert value <= consistency.PRIOR_CHANCE[factor] + 0.1, (factor, value)
+
+
+def test_unrelated_real_shots_score_chance():
+  """Scenes of 4 shots, each from a different real scene: recognised, and
+  their pairwise consistency equals 1 / V within sampling error."""
+  pool = [s.shots[0] for s in scenes(count=400, offset=10_000)]
+  groups = [pool[i:i + 4] for i in range(0, len(pool), 4)]
+  scored = [consistency.score_scene([s.frames for s in g],
+                                    [s.prompt for s in g]) for g in groups]
+  assert np.mean([s["recognised"] for s in scored]) >= 0.99
+  for factor in syn.SCENE_FACTORS:
+    value = np.mean([s["consistency"][factor] for s in scored])
+    p = consistency.PRIOR_CHANCE[factor]
+    # 100 scenes x 6 pairs; pairs within a scene share shots, so take the
+    # standard error of 100 scene means (each of 6 pairs) generously.
+    stderr = np.sqrt(p * (1 - p) / 6 / len(scored)) * 2
+    assert abs(value - p) <= 3 * stderr, (factor, value, p)
+
+
+def test_score_scenes_chance_is_the_cross_scene_statistic():
+  """A 'model' that draws one fixed scene whatever the prompt: perfectly
+  consistent, and just as consistent across scenes: no gap over chance."""
+  fixed = next(s for s in scenes() if len(s.shots) >= 3)
+  records = []
+  for scene in scenes(count=20, offset=20_000):
+    estimates = [est.estimate_shot(s.frames) for s in fixed.shots[:2]]
+    records.append(dict(estimates=estimates,
+                        prompts=[s.prompt for s in scene.shots[:2]],
+                        global_prompt=scene.global_prompt))
+  table = consistency.score_scenes(records)
+  for f in syn.SCENE_FACTORS:
+    assert table["consistency"][f] == 1.0
+    assert table["consistency_chance"][f] == 1.0
+  # Real held-out scenes: consistent far above their cross-scene chance.
+  records = [dict(estimates=[est.estimate_shot(s.frames) for s in sc.shots],
+                  prompts=[s.prompt for s in sc.shots],
+                  global_prompt=sc.global_prompt,
+                  truth=[s.factors for s in sc.shots])
+             for sc in scenes(count=40) if len(sc.shots) >= 2]
+  table = consistency.score_scenes(records)
+  assert table["recognised"] >= 0.99
+  assert all(v >= 0.99 for v in table["accuracy"].values()), table
+  for f in syn.SCENE_FACTORS:
+    assert table["consistency"][f] == 1.0
+    assert table["consistency_chance"][f] < 0.7
+  for f in consistency.GLOBAL_FACTORS:
+    assert table["global_adherence"][f] == 1.0
+    assert table["global_adherence_chance"][f] < 0.7
+
+
+def test_unknown_never_agrees():
+  blank = np.zeros((2, 32, 32, 3), np.uint8)
+  score = consistency.score_scene([blank, blank], ["a", "b"])
+  assert score["recognised"] == 0.0
+  assert all(v == 0.0 for v in score["consistency"].values())
+
+
+def test_score_scene_consistency_and_adherence():
+  scene = next(s for s in scenes() if len(s.shots) >= 3)
+  frames = [shot.frames for shot in scene.shots]
+  prompts = [shot.prompt for shot in scene.shots]
+  score = consistency.score_scene(frames, prompts,
+                                  global_prompt=scene.global_prompt)
+  assert score["recognised"] == 1.0
+  assert all(v == 1.0 for v in score["consistency"].values()), score
+  assert score["adherence"] == {"framing": 1.0, "action": 1.0}
+  assert all(v == 1.0 for v in score["global_adherence"].values())
+  assert "tint" not in score["global_adherence"]
+  assert score["consistency_chance"]["tint"] == pytest.approx(1 / 3)
+  # One shot from a scene lit differently, with another sprite colour:
+  # of n(n-1)/2 pairs, the n-1 pairs with the intruder disagree.
+  factors = scene.shots[0].factors
+  intruder = next(s for s in scenes()
+                  if s.shots[0].factors["tint"] != factors["tint"]
+                  and s.shots[0].factors["sprite_color"]
+                  != factors["sprite_color"])
+  frames[1] = intruder.shots[0].frames
+  score = consistency.score_scene(frames, prompts)
+  n = len(frames)
+  expected = 1 - (n - 1) / (n * (n - 1) / 2)
+  assert score["consistency"]["tint"] == pytest.approx(expected)
+  assert score["consistency"]["sprite_color"] == pytest.approx(expected)
+
+
+def test_score_scene_adherence_reads_the_prompt():
+  scene = next(s for s in scenes() if len(s.shots) >= 2 and not s.continuous
+               and s.shots[0].factors["framing"] != "wide")
+  frames = [shot.frames for shot in scene.shots]
+  prompts = [shot.prompt for shot in scene.shots]
+  prompts[0] = prompts[0].replace(scene.shots[0].factors["framing"], "wide")
+  score = consistency.score_scene(frames, prompts)
+  assert score["adherence"]["framing"] == pytest.approx(
+      1 - 1 / len(frames))
+  with pytest.raises(ValueError, match="one prompt per shot"):
+    consistency.score_scene(frames, prompts[:1])
+
+
+def test_bad_frames_are_clear_errors():
+  good = scenes()[0].shots[0].frames
+  with pytest.raises(ValueError, match="uint8"):
+    est.estimate_shot(good.astype(np.float32))
+  with pytest.raises(ValueError, match="shape"):
+    est.estimate_shot(good[:, :20])
+  with pytest.raises(ValueError, match="shape"):
+    est.estimate_shot(good[0])
