@@ -7,10 +7,10 @@ rest of the project speaks (training loss, Euler sampler, KV cache).
             exact for z_t = (1 - t) z_0 + t eps when x_hat = z_0.
 
 Why "data" exists: a pixel-space model predicting v must reproduce the
-input noise eps token by token, through a network much narrower than the
-noise it copies; small models leave per-patch noise behind (the demo's
-4x4-block samples). A clean image is far simpler to output than noise
+input noise eps token by token; a clean image is far simpler to output
 (Li & He 2025, "Back to Basics: Let Denoising Generative Models Denoise").
+On the CPU demo it did not by itself fix the 4x4-patch-noise samples in
+600 steps (BENCHMARKS.md, "Demo generation").
 The loss stays in velocity space, so it weights the data error by 1 / t^2,
 clipped at t_min to keep low-noise shots from dominating. A parameter-free
 change of output: converted checkpoints (velocity) are unaffected.
@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-
-from lct_jax import configlib
 
 
 def to_velocity(out: jax.Array, z_t: jax.Array, t: jax.Array, m) -> jax.Array:
@@ -33,11 +31,8 @@ def to_velocity(out: jax.Array, z_t: jax.Array, t: jax.Array, m) -> jax.Array:
     m: the model config (`prediction`, `prediction_t_min`).
   """
   out = out.astype(jnp.float32)
-  if m.prediction == "velocity":
+  if m.prediction == "velocity":     # configlib.validate checks the name
     return out
-  if m.prediction != "data":
-    raise ValueError(f"model.prediction={m.prediction!r} is not one of "
-                     f"{configlib.PREDICTIONS}")
   t = jnp.asarray(t, jnp.float32)
   t = t.reshape(t.shape + (1,) * (out.ndim - t.ndim))
   return (z_t.astype(jnp.float32) - out) / jnp.maximum(t, m.prediction_t_min)
