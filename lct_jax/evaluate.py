@@ -69,13 +69,13 @@ def _sampler_scene(config, drawn, seed: int) -> Scene:
 
 def evaluate(workdir: str, *, scenes: int = 32, steps=None, guidance=None,
              shift=None, use_ema: bool = True, out: str | None = None,
-             log=print) -> dict:
+             step: int | None = None, log=print) -> dict:
   """Generates and scores held-out scenes; -> the `score_scenes` table
   plus the run's step and the seconds it took."""
   config = load.load_config(workdir)
   check_synthetic_run(config, workdir)
-  config, graphdef, params, step = load.load_model(workdir, use_ema=use_ema,
-                                                   config=config)
+  config, graphdef, params, step = load.load_model(
+      workdir, use_ema=use_ema, config=config, step=step)
   sa = config.sample
   sampler = Sampler(config, graphdef, params,
                     steps=steps or sa.steps,
@@ -140,11 +140,13 @@ def main(argv=None):
   p.add_argument("--guidance", type=float, default=None)
   p.add_argument("--shift", type=float, default=None)
   p.add_argument("--raw", action="store_true", help="raw weights, not EMA")
+  p.add_argument("--step", type=int, default=None,
+                 help="this checkpoint step (default: the newest)")
   p.add_argument("--out", default=None)
   a = p.parse_args(argv)
   try:
     evaluate(a.workdir, scenes=a.scenes, steps=a.steps, guidance=a.guidance,
-             shift=a.shift, use_ema=not a.raw, out=a.out)
+             shift=a.shift, use_ema=not a.raw, out=a.out, step=a.step)
   except (ValueError, load.CheckpointError) as e:
     raise SystemExit(f"error: {e}") from None
 

@@ -219,3 +219,15 @@ def test_evaluate_refuses_runs_not_on_synthetic_scenes(workdir, tmp_path):
   (tmp_path / "config.json").write_text(json.dumps(saved))
   with pytest.raises(ValueError, match="not trained on the synthetic"):
     evaluate.evaluate(str(tmp_path), scenes=1)
+
+
+def test_load_model_of_a_given_step(workdir):
+  """`evaluate --step` / `load_model(step=)`: that checkpoint's weights, and
+  a step that was never saved is an error naming the ones there are."""
+  wd, c, state = workdir
+  _, _, params, step = load.load_model(str(wd), step=0, config=c)
+  assert step == 0
+  np.testing.assert_array_equal(
+      jax.tree.leaves(params)[0], jax.tree.leaves(state.ema_params)[0])
+  with pytest.raises(CheckpointError, match=r"no checkpoint of step 7 .*has: 0"):
+    load.load_model(str(wd), step=7, config=c)

@@ -51,9 +51,10 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
 
 
 def load_model(workdir: str, *, use_ema: bool = True, config=None,
-               mesh=None):
-  """-> (config, graphdef, params, step) from the newest good checkpoint,
-  the parameters placed for `mesh` (None: the first device)."""
+               mesh=None, step: int | None = None):
+  """-> (config, graphdef, params, step) from the newest good checkpoint
+  (or checkpoint `step`), the parameters placed for `mesh` (None: the
+  first device)."""
   config = config or load_config(workdir)
   ckpt_dir = os.path.join(workdir, "checkpoints")
   steps = ([d for d in os.listdir(ckpt_dir) if d.isdigit()]
@@ -71,7 +72,9 @@ def load_model(workdir: str, *, use_ema: bool = True, config=None,
   try:
     # The model state only: sampling does not need (and, after a
     # multi-process run, could not use) the input-iterator states.
-    restored = ckpt.restore_latest(target, config, with_data=False)
+    restored = (ckpt.restore_latest(target, config, with_data=False)
+                if step is None else
+                ckpt.restore_step(step, target, config, with_data=False))
   finally:
     ckpt.close()
   if restored is None:

@@ -224,6 +224,17 @@ class Checkpointer:
     self._manager = self._new_manager()
     return dest
 
+  def restore_step(self, step: int, target, config, *,
+                   with_data: bool = True) -> dict[str, Any]:
+    """Checkpoint `step` exactly (evaluating a run's history); unlike
+    `restore_latest`, a missing or corrupt one is an error, not skipped."""
+    if step not in self.steps():
+      raise CheckpointError(
+          f"no checkpoint of step {step} under {self.directory} (it has: "
+          f"{', '.join(map(str, self.steps())) or 'none'})")
+    self._check_compatible(step, config)
+    return self._restore_step(step, target, with_data)
+
   def restore_latest(self, target, config, *, with_data: bool = True
                      ) -> dict[str, Any] | None:
     """The newest good checkpoint restored onto `target`'s shardings.

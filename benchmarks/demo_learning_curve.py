@@ -1,0 +1,123 @@
+r"""How generation quality grows with training time: every checkpoint of a
+synthetic-scene run, evaluated on the same held-out scenes.
+
+  python train.py --config configs/demo.py --workdir runs/demo \
+      --config.train.keep_checkpoints=0
+  python benchmarks/demo_learning_curve.py --workdir runs/demo --scenes 32 \
+      --png docs/demo_learning_curve.png
+
+Per checkpoint: training wall minutes (the checkpoint's write time less the
+run's start, `config.json`; compilation and saves included, so resume a run
+and the clock restarts), the fraction of generated shots recognised, global
+prompt adherence for the background and sprite colours, and the mean
+cross-shot consistency of the scene factors; each figure beside its chance
+level (`lct_jax.evaluate`). Prints a table, writes a PNG (needs matplotlib:
+`pip install -e ".[bench]"`) and, with --json, the raw tables.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+import numpy as np
+
+from lct_jax import evaluate
+from lct_jax.data import synthetic as syn
+
+
+def checkpoint_minutes(workdir: str) -> dict[int, float]:
+  """step -> wall minutes from the run's start to the checkpoint's write."""
+  start = os.path.getmtime(os.path.join(workdir, "config.json"))
+  ckpt_dir = os.path.join(workdir, "checkpoints")
+  steps = sorted(int(d) for d in os.listdir(ckpt_dir) if d.isdigit())
+  if not steps:
+    raise SystemExit(f"error: no checkpoints under {ckpt_dir}")
+  return {s: (os.path.getmtime(os.path.join(ckpt_dir, str(s))) - start) / 60
+          for s in steps}
+
+
+def row(table: dict, minutes: float) -> dict:
+  mean = lambda d: float(np.nanmean([d[f] for f in syn.SCENE_FACTORS]))
+  ga, gc = table["global_adherence"], table["global_adherence_chance"]
+  return dict(
+      step=table["step"], minutes=minutes, recognised=table["recognised"],
+      bg=ga["background_color"], bg_chance=gc["background_color"],
+      sprite=ga["sprite_color"], sprite_chance=gc["sprite_color"],
+      consistency=mean(table["consistency"]),
+      consistency_chance=mean(table["consistency_chance"]),
+      tint=table["consistency"]["tint"],
+      tint_chance=table["consistency_chance"]["tint"])
+
+
+def plot(rows: list[dict], path: str, title: str) -> None:
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  x = [r["minutes"] for r in rows]
+  fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+  for key, label, colour in (("recognised", "recognised", "k"),
+                             ("bg", "background colour adherence", "C0"),
+                             ("sprite", "sprite colour adherence", "C1")):
+    axes[0].plot(x, [r[key] for r in rows], "o-", color=colour, label=label)
+  for key, colour in (("bg", "C0"), ("sprite", "C1")):
+    axes[0].plot(x, [r[key + "_chance"] for r in rows], ":", color=colour)
+  axes[0].axhline(0.8, color="grey", lw=0.8, ls="--")
+  axes[0].set(xlabel="training minutes (2 CPU cores)", ylim=(0, 1.02),
+              title="generation (dotted: chance, dashed: target)")
+  axes[0].legend(fontsize=8)
+  for key, label, colour in (("consistency", "mean scene factors", "C2"),
+                             ("tint", "lighting tint (in no prompt)", "C3")):
+    axes[1].plot(x, [r[key] for r in rows], "o-", color=colour, label=label)
+    axes[1].plot(x, [r[key + "_chance"] for r in rows], ":", color=colour)
+  axes[1].set(xlabel="training minutes (2 CPU cores)", ylim=(0, 1.02),
+              title="cross-shot consistency (dotted: chance)")
+  axes[1].legend(fontsize=8)
+  fig.suptitle(title, fontsize=9)
+  fig.tight_layout()
+  fig.savefig(path, dpi=80)
+  plt.close(fig)
+
+
+def main(argv=None):
+  p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  p.add_argument("--workdir", required=True)
+  p.add_argument("--scenes", type=int, default=32)
+  p.add_argument("--steps", type=int, default=None, help="Euler steps")
+  p.add_argument("--guidance", type=float, default=None)
+  p.add_argument("--every", type=int, default=1,
+                 help="evaluate every n-th checkpoint (and the last)")
+  p.add_argument("--png", default=None)
+  p.add_argument("--json", default=None)
+  a = p.parse_args(argv)
+  minutes = checkpoint_minutes(a.workdir)
+  steps = sorted(minutes)
+  steps = sorted(set(steps[a.every - 1::a.every]) | {steps[-1]})
+  rows, tables = [], []
+  print(f"run {a.workdir}: {a.scenes} held-out scenes, joint generation")
+  print(f"{'step':>6s} {'min':>5s} {'recog':>6s} {'bg':>11s} {'sprite':>11s}"
+        f" {'consist':>11s} {'tint':>11s}")
+  for s in steps:
+    table = evaluate.evaluate(a.workdir, scenes=a.scenes, steps=a.steps,
+                              guidance=a.guidance, step=s,
+                              log=lambda *_: None)
+    r = row(table, minutes[s])
+    rows.append(r)
+    tables.append(table)
+    pair = lambda k: f"{r[k]:5.3f}/{r[k + '_chance']:5.3f}"
+    print(f"{r['step']:6d} {r['minutes']:5.1f} {r['recognised']:6.3f} "
+          f"{pair('bg')} {pair('sprite')} {pair('consistency')} "
+          f"{pair('tint')}", flush=True)
+  print("(x/y: measured/chance; chance = the same statistic across "
+        "different scenes)")
+  if a.png:
+    plot(rows, a.png, f"{a.workdir}, {a.scenes} held-out scenes, "
+         f"{tables[-1]['steps']} Euler steps, guidance "
+         f"{tables[-1]['guidance']}")
+  if a.json:
+    with open(a.json, "w") as f:
+      json.dump(dict(rows=rows), f, indent=1)
+
+
+if __name__ == "__main__":
+  main()
