@@ -123,21 +123,22 @@ def test_resumes_to_the_exact_next_batch():
 
 def test_processes_get_disjoint_parts_of_each_global_batch():
   c = demo_config()
+  B = c.train.batch_size
   whole = pipeline.make_pipeline(c, process_index=0, process_count=1)
   parts = [pipeline.make_pipeline(c, process_index=p, process_count=2)
            for p in range(2)]
   for _ in range(3):
     batch = next(whole)
-    by_id = dict(zip(whole.last_info["scene_id"], range(4)))
+    by_id = dict(zip(whole.last_info["scene_id"], range(B)))
     seen = []
     for part in parts:
       pb = next(part)
-      assert pb["latents"].shape[0] == 2
+      assert pb["latents"].shape[0] == B // 2
       for j, sid in enumerate(part.last_info["scene_id"]):
         seen.append(sid)
         for k in pb:     # same scene, same windows, whatever the host count
           np.testing.assert_array_equal(pb[k][j], batch[k][by_id[sid]])
-    assert len(set(seen)) == len(seen) == 4          # disjoint
+    assert len(set(seen)) == len(seen) == B          # disjoint
     assert set(seen) == set(by_id)                    # complete
 
 
