@@ -12,7 +12,7 @@ and the clock restarts), the fraction of generated shots recognised, global
 prompt adherence for the background and sprite colours, and the mean
 cross-shot consistency of the scene factors; each figure beside its chance
 level (`lct_jax.evaluate`). Prints a table, writes a PNG (needs matplotlib:
-`pip install -e ".[bench]"`) and, with --json, the raw tables.
+`pip install -e ".[bench]"`) and, with --json, the rows (a rerun extends them).
 """
 from __future__ import annotations
 
@@ -87,36 +87,57 @@ def main(argv=None):
   p.add_argument("--guidance", type=float, default=None)
   p.add_argument("--every", type=int, default=1,
                  help="evaluate every n-th checkpoint (and the last)")
+  p.add_argument("--at", default="",
+                 help="comma-separated checkpoint steps (instead of --every)")
   p.add_argument("--png", default=None)
   p.add_argument("--json", default=None)
   a = p.parse_args(argv)
   minutes = checkpoint_minutes(a.workdir)
   steps = sorted(minutes)
-  steps = sorted(set(steps[a.every - 1::a.every]) | {steps[-1]})
-  rows, tables = [], []
-  print(f"run {a.workdir}: {a.scenes} held-out scenes, joint generation")
-  print(f"{'step':>6s} {'min':>5s} {'recog':>6s} {'bg':>11s} {'sprite':>11s}"
-        f" {'consist':>11s} {'tint':>11s}")
+  if a.at:
+    wanted = {int(x) for x in a.at.split(",")}
+    missing = wanted - set(steps)
+    if missing:
+      raise SystemExit(f"error: --at {sorted(missing)}: no such checkpoints"
+                       f" (there are {steps})")
+    steps = sorted(wanted)
+  else:
+    steps = sorted(set(steps[a.every - 1::a.every]) | {steps[-1]})
+  # Rows already in --json are kept and not re-evaluated: rerun the same
+  # command while a run trains (or after more checkpoints) to extend it.
+  done = {}
+  if a.json and os.path.exists(a.json):
+    with open(a.json) as f:
+      done = {r["step"]: r for r in json.load(f)["rows"]}
+  print(f"run {a.workdir}: {a.scenes} held-out scenes, joint generation, "
+        f"{a.steps or 'config'} Euler steps, guidance "
+        f"{a.guidance if a.guidance is not None else 'config'}")
   for s in steps:
+    if s in done:
+      continue
     table = evaluate.evaluate(a.workdir, scenes=a.scenes, steps=a.steps,
                               guidance=a.guidance, step=s,
                               log=lambda *_: None)
-    r = row(table, minutes[s])
-    rows.append(r)
-    tables.append(table)
+    done[s] = dict(row(table, minutes[s]), euler_steps=table["steps"],
+                   guidance=table["guidance"], scenes=table["scenes"],
+                   shots=table["shots"])
+    if a.json:
+      with open(a.json, "w") as f:
+        json.dump(dict(rows=[done[k] for k in sorted(done)]), f, indent=1)
+  rows = [done[k] for k in sorted(done)]
+  print(f"{'step':>6s} {'min':>5s} {'recog':>6s} {'bg':>11s} {'sprite':>11s}"
+        f" {'consist':>11s} {'tint':>11s}")
+  for r in rows:
     pair = lambda k: f"{r[k]:5.3f}/{r[k + '_chance']:5.3f}"
     print(f"{r['step']:6d} {r['minutes']:5.1f} {r['recognised']:6.3f} "
           f"{pair('bg')} {pair('sprite')} {pair('consistency')} "
-          f"{pair('tint')}", flush=True)
+          f"{pair('tint')}")
   print("(x/y: measured/chance; chance = the same statistic across "
-        "different scenes)")
+        "different scenes; bg/sprite: global-prompt adherence)")
   if a.png:
-    plot(rows, a.png, f"{a.workdir}, {a.scenes} held-out scenes, "
-         f"{tables[-1]['steps']} Euler steps, guidance "
-         f"{tables[-1]['guidance']}")
-  if a.json:
-    with open(a.json, "w") as f:
-      json.dump(dict(rows=rows), f, indent=1)
+    plot(rows, a.png, f"{a.workdir}, {rows[-1]['scenes']} held-out scenes, "
+         f"{rows[-1]['euler_steps']} Euler steps, guidance "
+         f"{rows[-1]['guidance']}")
 
 
 if __name__ == "__main__":
