@@ -99,8 +99,9 @@ def test_pipeline_batches_hold_the_kept_groups_embeddings():
   it = pipeline.make_pipeline(c, src)
   batch = next(it)
   batch_lib.validate_batch(batch, c)
-  assert batch["text"].shape == (4, N + 1, L, D)
-  assert batch["pooled"].shape == (4, N + 1, P)
+  B = c.train.batch_size
+  assert batch["text"].shape == (B, N + 1, L, D)
+  assert batch["pooled"].shape == (B, N + 1, P)
   enc = HashedTextEncoder(D, P)
   for b, sid in enumerate(it.last_info["scene_id"]):
     rec = records.validate_record(src[int(sid.split("-")[-1])])
