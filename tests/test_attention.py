@@ -4,6 +4,7 @@ Layouts mimic a scene: video slots of shots 1..3, then text slots of groups
 0..3 (DESIGN.md section 2), with ragged key padding and a padded shot. Small
 blocks (16) give many tiles, so static and dynamic skipping both happen.
 """
+import functools
 import itertools
 
 import jax
@@ -309,6 +310,30 @@ def test_blockwise_memory_is_subquadratic():
   compiled = jax.jit(jax.grad(loss, (0, 1, 2))).lower(x, x, x).compile()
   temp = compiled.memory_analysis().temp_size_in_bytes
   assert temp < seq * seq * 4 / 8, temp
+
+
+def test_blockwise_memory_under_a_layer_scan_is_subquadratic():
+  """As the model runs it: a scan over layers (with remat) whose keys and
+  validity do not depend on the carry. The loop-invariant part of the tile
+  loop must not be hoisted out as per-tile stacked masks (a dense
+  [tiles, B, H, bq, bk] array: Sq x Sk per head)."""
+  seq, heads = 2048, 2
+  groups = np.repeat(np.arange(4), seq // 4)
+  valid = jnp.asarray(np.arange(seq)[None] < seq - 100)
+  x = jax.ShapeDtypeStruct((1, seq, heads, 16), jnp.float32)
+
+  def loss(q, k, v):
+    mask = attention.GroupMask(groups, groups, valid, causal=False)
+
+    @functools.partial(jax.checkpoint, prevent_cse=False)
+    def layer(h, _):
+      return h + attention.attend(h, k, v, mask, impl="blockwise",
+                                  block_q=128, block_kv=128), None
+    return jnp.sum(jax.lax.scan(layer, q, None, length=2)[0])
+
+  compiled = jax.jit(jax.grad(loss, (0, 1, 2))).lower(x, x, x).compile()
+  temp = compiled.memory_analysis().temp_size_in_bytes
+  assert temp < heads * seq * seq * 4 / 8, temp
 
 
 @pytest.mark.parametrize("change, message", [

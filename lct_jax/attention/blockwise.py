@@ -88,6 +88,22 @@ def _full_f32(shape, fill, *refs):
   return out
 
 
+def _tied(*operands):
+  """The operands through one `optimization_barrier`: each output depends on
+  every input.
+
+  Why: inside an outer loop (the model's layer scan) the keys' validity, and
+  under autodiff the keys themselves, may not depend on the loop's carry.
+  JAX's scan partial evaluation then hoists the loop-invariant part of the
+  tile loop out of the layer loop, and it does so by running that part as
+  its own scan whose per-tile outputs (every tile's mask and masked fill,
+  [tiles, B, H, bq, bk]) are stacked: a dense Sq x Sk array per example and
+  head, the quadratic memory this kernel exists to avoid. Tied together,
+  nothing in the tile loop is invariant, so nothing is hoisted.
+  """
+  return lax.optimization_barrier(operands)
+
+
 def _slice(x, start, size):
   return lax.dynamic_slice_in_dim(x, start, size, axis=2)
 
@@ -104,6 +120,8 @@ def forward(plan: Plan, q_BxHxSqxD, k_BxHxSkxD, v_BxHxSkxD, kv_valid_BxSk,
   partial results are merged, as ring attention does). `f32_out` keeps o
   in float32 for such merges instead of casting to q's dtype.
   """
+  q_BxHxSqxD, k_BxHxSkxD, v_BxHxSkxD, kv_valid_BxSk, ids = _tied(
+      q_BxHxSqxD, k_BxHxSkxD, v_BxHxSkxD, kv_valid_BxSk, ids)
   batch, heads, q_len, head_dim = q_BxHxSqxD.shape
   scale = 1.0 / (head_dim ** 0.5)
   bq, bk = plan.block_q, plan.block_kv
@@ -167,6 +185,10 @@ def backward(plan: Plan, q_BxHxSqxD, k_BxHxSkxD, v_BxHxSkxD, kv_valid_BxSk,
   logsumexp output, if it has one (d lse_i / d s_ij = p_ij). `f32_out`
   returns float32 gradients (for sums over ring steps).
   """
+  (q_BxHxSqxD, k_BxHxSkxD, v_BxHxSkxD, kv_valid_BxSk, ids, o_BxHxSqxD,
+   lse_BxHxSq, do_BxHxSqxD) = _tied(q_BxHxSqxD, k_BxHxSkxD, v_BxHxSkxD,
+                                    kv_valid_BxSk, ids, o_BxHxSqxD,
+                                    lse_BxHxSq, do_BxHxSqxD)
   head_dim = q_BxHxSqxD.shape[-1]
   scale = 1.0 / (head_dim ** 0.5)
   bq, bk = plan.block_q, plan.block_kv
