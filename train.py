@@ -4,6 +4,7 @@ r"""Trains an LCT model: the README's main command.
   python train.py --config configs/demo.py:causal --workdir runs/demo_causal \
       --config.train.init_from=runs/demo
   python train.py --config configs/lct_3b.py --dry_run
+  python train.py --config configs/lct_3b.py --compile_for=v5p-128
 
 Any config field can be overridden (`--config.optim.lr=1e-4`); an unknown
 field is an error naming it. Rerunning the same command resumes from the
@@ -26,6 +27,15 @@ _WORKDIR = flags.DEFINE_string("workdir", "runs/demo", "Work directory: "
 _DRY_RUN = flags.DEFINE_bool(
     "dry_run", False, "Print parameter and token counts (abstract init: no "
     "memory allocated) and exit; works for configs/lct_3b.py on a laptop.")
+_COMPILE_FOR = flags.DEFINE_string(
+    "compile_for", None, "Compile the train step for this TPU slice (Cloud "
+    "name such as v5p-128, v6e-256, or a topology such as v5e:2x2) with the "
+    "TPU compiler from libtpu (`pip install -e '.[tpu]'`; no TPU needed), "
+    "print its memory per device and model FLOPs, and exit: 0 if it fits "
+    "with 10% headroom, 1 if it does not fit, 2 if it fits with less.")
+_COMPILE_SAMPLERS = flags.DEFINE_bool(
+    "compile_samplers", False, "With --compile_for: also compile the joint "
+    "sampler and one cached causal shot.")
 _PROGRESS = flags.DEFINE_bool("progress", True, "Show a progress bar.")
 _LOG_BATCHES = flags.DEFINE_bool(
     "log_batches", False, "Append each step's scene ids to "
@@ -57,6 +67,23 @@ def describe(config) -> None:
         f"{geom.num_groups} text groups x {geom.max_text_len}")
 
 
+def compile_for(config, slice_name: str, samplers: bool) -> int:
+  """Prints the compiled memory of the step (and samplers); the exit code."""
+  import jax  # pylint: disable=g-import-not-at-top
+  # Eager work stays on the CPU even on a TPU VM: only the compiler is used.
+  jax.config.update("jax_platforms", "cpu")
+  from lct_jax import aot  # pylint: disable=g-import-not-at-top  (loads libtpu)
+  reports = [aot.compile_train_step(config, slice_name)]
+  print(reports[0].table(), flush=True)
+  if samplers:
+    for report in aot.compile_samplers(config, slice_name):
+      print("\n" + report.table(), flush=True)
+      reports.append(report)
+  if not all(r.fits for r in reports):
+    return 1
+  return 0 if all(r.headroom >= aot.HEADROOM for r in reports) else 2
+
+
 def _signal_at(spec: str):
   if not spec:
     return None
@@ -75,6 +102,12 @@ def main(argv):
   if _DRY_RUN.value:
     describe(config)
     return
+  if _COMPILE_FOR.value:
+    try:
+      code = compile_for(config, _COMPILE_FOR.value, _COMPILE_SAMPLERS.value)
+    except (ValueError, RuntimeError) as e:
+      sys.exit(f"error: {e}")
+    sys.exit(code)
   if config.train.distributed:
     import jax  # pylint: disable=g-import-not-at-top
     # CPU processes need a collectives backend (GPU/TPU ignore this).

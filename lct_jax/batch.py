@@ -13,6 +13,7 @@ A batch is a dict of arrays at the config's static shapes
 """
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -131,3 +132,17 @@ def random_batch(config, seed: int, batch_size: int, *,
       batch["pooled"] = rng.standard_normal((B, G, m.pooled_dim)).astype(
           np.float32)
   return batch
+
+
+def batch_dtypes(config) -> dict:
+  """The dtype of every batch key, as the input pipeline delivers it."""
+  text = np.int32 if config.model.text_mode == "tokens" else np.float32
+  return {"latents": np.float32, "num_frames": np.int32, "text": text,
+          "text_len": np.int32, "pooled": np.float32}
+
+
+def abstract_batch(config, batch_size: int, sharding=None) -> dict:
+  """The batch as ShapeDtypeStructs (for lowering; nothing allocated)."""
+  dtypes = batch_dtypes(config)
+  return {k: jax.ShapeDtypeStruct(shape, dtypes[k], sharding=sharding)
+          for k, shape in expected_shapes(config, batch_size).items()}

@@ -25,17 +25,33 @@ import logging
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import PartitionSpec as P
 
+from lct_jax.attention import context
 from lct_jax.attention import mask as mask_lib
 
 _log = logging.getLogger(__name__)
 CUDNN_DTYPES = (jnp.bfloat16, jnp.float16)
 
 
+def target_platform() -> str:
+  """'tpu', 'gpu' or 'cpu': where the computation being traced will run.
+
+  The devices of the active mesh decide: a step compiled for a TPU slice on
+  a CPU-only machine (`train.py --compile_for`) is TPU code. Off a mesh,
+  jax's default backend.
+  """
+  mesh = jax.sharding.get_abstract_mesh()
+  device = (None if mesh is None or mesh.empty
+            else getattr(mesh, "abstract_device", None))
+  platform = getattr(device, "platform", None) or jax.default_backend()
+  return {"cuda": "gpu", "rocm": "gpu"}.get(platform, platform)
+
+
 def cudnn_unsupported_reason(q_BxSqxHxD) -> str | None:
   """Why cuDNN cannot run this call here, or None if it can."""
-  if jax.default_backend() != "gpu":
-    return f"backend is {jax.default_backend()!r}, not 'gpu'"
+  if target_platform() != "gpu":
+    return f"backend is {target_platform()!r}, not 'gpu'"
   return cudnn_shape_reason(q_BxSqxHxD)
 
 
@@ -49,8 +65,8 @@ def cudnn_shape_reason(q_BxSqxHxD) -> str | None:
 
 
 def splash_unsupported_reason(q_BxSqxHxD, k_BxSkxHxD) -> str | None:
-  if jax.default_backend() != "tpu":
-    return f"backend is {jax.default_backend()!r}, not 'tpu'"
+  if target_platform() != "tpu":
+    return f"backend is {target_platform()!r}, not 'tpu'"
   if q_BxSqxHxD.shape[1] % 128 or k_BxSkxHxD.shape[1] % 128:
     return "sequence lengths are not multiples of 128"
   return None
@@ -91,46 +107,103 @@ def attend_key_prefixes(q_BxSqxHxD, k_BxSkxHxD, v_BxSkxHxD,
   return out
 
 
-def splash_mask(mask: mask_lib.GroupMask):
-  """The static part of the mask as a splash `NumpyMask` (host-side bits).
-
-  Splash turns it into block-sparse `MaskInfo` at trace time; on the device
-  only partially masked blocks carry mask bits. Host cost: Sq x Sk bytes
-  once per trace (1 GB at 32K tokens), acceptable for training lengths.
-  """
+@functools.cache
+def _staircase_class():
+  """The staircase mask class, a subclass of splash's `Mask` (made on first
+  use: splash's modules take a second to import and most runs never need
+  them)."""
   from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_mask as sm  # pylint: disable=g-import-not-at-top
-  if mask.causal:
-    dense_SqxSk = mask.kv_group[None, :] <= mask.q_group[:, None]
-  else:
-    dense_SqxSk = np.ones((mask.q_len, mask.kv_len), dtype=bool)
-  return sm.NumpyMask(dense_SqxSk)
+
+  class Staircase(sm.Mask):
+    """The shot staircase (kv_group <= q_group) as a splash mask, computed
+    per block from the group ids: nothing of size Sq x Sk is ever built.
+
+    Splash reads the mask block by block at trace time to find the blocks
+    it may skip; a block whose keys' groups all precede its queries' is
+    answered with ones, one whose keys all follow with zeros, with no
+    comparison.
+    """
+
+    def __init__(self, q_group, kv_group):
+      self.q_group, self.kv_group = np.asarray(q_group), np.asarray(kv_group)
+
+    @property
+    def shape(self):
+      return (len(self.q_group), len(self.kv_group))
+
+    def __getitem__(self, idx) -> np.ndarray:
+      q_sl, kv_sl = idx
+      qg, kg = self.q_group[q_sl], self.kv_group[kv_sl]
+      if kg.max() <= qg.min():
+        return np.ones((len(qg), len(kg)), np.bool_)
+      if kg.min() > qg.max():
+        return np.zeros((len(qg), len(kg)), np.bool_)
+      return kg[None, :] <= qg[:, None]
+
+    def __eq__(self, other):
+      return (isinstance(other, Staircase) and
+              np.array_equal(self.q_group, other.q_group) and
+              np.array_equal(self.kv_group, other.kv_group))
+
+    def __hash__(self):
+      return hash((self.q_group.tobytes(), self.kv_group.tobytes()))
+
+  return Staircase
+
+
+def splash_mask(mask: mask_lib.GroupMask):
+  """The static part of the mask as a splash mask: `FullMask` when
+  bidirectional (key padding is the segment ids), the staircase by blocks
+  when context-causal."""
+  from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_mask as sm  # pylint: disable=g-import-not-at-top
+  if not mask.causal:
+    return sm.FullMask((mask.q_len, mask.kv_len))
+  return _staircase_class()(mask.q_group, mask.kv_group)
 
 
 def attend_splash(q_BxSqxHxD, k_BxSkxHxD, v_BxSkxHxD,
                   mask: mask_lib.GroupMask, *, block: int = 512,
                   interpret: bool = False) -> jax.Array:
-  """Splash attention (TPU; `interpret=True` runs the kernel anywhere)."""
+  """Splash attention (TPU; `interpret=True` runs the kernel anywhere).
+
+  Under a mesh the kernel runs per device in a `shard_map` over the batch
+  and head axes (a Mosaic kernel cannot be partitioned automatically); the
+  sequence must not be sharded there (context parallelism has its own
+  strategies).
+  """
   from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_kernel as sk  # pylint: disable=g-import-not-at-top
   from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_mask as sm  # pylint: disable=g-import-not-at-top
-  heads = q_BxSqxHxD.shape[2]
+  batch, _, heads, _ = q_BxSqxHxD.shape
   bq, bk = min(block, mask.q_len), min(block, mask.kv_len)
   sizes = sk.BlockSizes(block_q=bq, block_kv=bk, block_kv_compute=bk,
                         block_q_dkv=bq, block_kv_dkv=bk,
                         block_kv_dkv_compute=bk, block_q_dq=bq, block_kv_dq=bk)
-  kernel = sk.make_splash_mha(
-      sm.MultiHeadMask([splash_mask(mask)] * heads), block_sizes=sizes,
-      head_shards=1, q_seq_shards=1, interpret=interpret)
   scale = 1.0 / np.sqrt(q_BxSqxHxD.shape[-1])
+  static = splash_mask(mask)
 
-  def one(q_SxHxD, k_SxHxD, v_SxHxD, valid_Sk):
-    seg = sk.SegmentIds(q=jnp.ones((mask.q_len,), jnp.int32),
-                        kv=valid_Sk.astype(jnp.int32))
-    o_HxSxD = kernel(jnp.swapaxes(q_SxHxD, 0, 1) * scale,
-                     jnp.swapaxes(k_SxHxD, 0, 1), jnp.swapaxes(v_SxHxD, 0, 1),
-                     segment_ids=seg)
-    return jnp.swapaxes(o_HxSxD, 0, 1)
+  def local(q_BxSqxHxD, k_BxSkxHxD, v_BxSkxHxD, kv_valid_BxSk):
+    kernel = sk.make_splash_mha(
+        sm.MultiHeadMask([static] * q_BxSqxHxD.shape[2]), block_sizes=sizes,
+        head_shards=1, q_seq_shards=1, interpret=interpret)
 
-  o = jax.vmap(one)(q_BxSqxHxD, k_BxSkxHxD, v_BxSkxHxD, mask.kv_valid)
+    def one(q_SxHxD, k_SxHxD, v_SxHxD, valid_Sk):
+      seg = sk.SegmentIds(q=jnp.ones((mask.q_len,), jnp.int32),
+                          kv=valid_Sk.astype(jnp.int32))
+      o_HxSxD = kernel(jnp.swapaxes(q_SxHxD, 0, 1) * scale,
+                       jnp.swapaxes(k_SxHxD, 0, 1),
+                       jnp.swapaxes(v_SxHxD, 0, 1), segment_ids=seg)
+      return jnp.swapaxes(o_HxSxD, 0, 1)
+    return jax.vmap(one)(q_BxSqxHxD, k_BxSkxHxD, v_BxSkxHxD, kv_valid_BxSk)
+
+  mesh = jax.sharding.get_abstract_mesh()
+  if mesh is not None and not mesh.empty and mesh.size > 1:
+    batch_axes, heads_axis = context.shard_specs(batch, heads)
+    x, valid = P(batch_axes, None, heads_axis, None), P(batch_axes, None)
+    # check_vma=False: splash's pallas_call does not declare how its
+    # outputs vary over the mesh axes.
+    local = jax.shard_map(local, in_specs=(x, x, x, valid), out_specs=x,
+                          check_vma=False)
+  o = local(q_BxSqxHxD, k_BxSkxHxD, v_BxSkxHxD, mask.kv_valid)
   return jnp.where(rows_with_keys(mask)[:, :, None, None], o, 0).astype(
       q_BxSqxHxD.dtype)
 

@@ -99,8 +99,9 @@ def device_work(q_ids, kv_ids, n: int, causal: bool) -> np.ndarray:
   return counts.reshape(n, -1).sum(axis=1)
 
 
-def _specs(batch: int, heads: int):
-  """(batch axes, heads axis) for shard_map specs; None where it won't fit."""
+def shard_specs(batch: int, heads: int):
+  """(batch axes, heads axis) of the active mesh for a per-device kernel's
+  shard_map specs; None where it won't fit (that dimension replicated)."""
   mesh = jax.sharding.get_abstract_mesh()
   batch_axes = RULES["batch"]
   batch_axes = batch_axes if isinstance(batch_axes, tuple) else (batch_axes,)
@@ -149,7 +150,7 @@ def attend_context(q_BxSqxHxD, k_BxSkxHxD, v_BxSkxHxD,
   fn = {"all_gather": _all_gather, "ring": _ring, "ulysses": _ulysses}
   o = fn[strategy](*args, q_ids, kv_ids, causal=mask.causal, n=n,
                    block_q=block_q, block_kv=block_kv,
-                   specs=_specs(batch, heads))
+                   specs=shard_specs(batch, heads))
   return o[:, :q_len]
 
 

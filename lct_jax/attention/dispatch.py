@@ -32,6 +32,8 @@ def resolve_impl(impl: str, q_BxSqxHxD, k_BxSkxHxD) -> str:
 
   'auto': cuDNN on GPU, splash on TPU, where the call fits them (dtype,
   head_dim, lengths); otherwise blockwise, logged once with the reason.
+  GPU or TPU is that of the devices the call is compiled for (the active
+  mesh's), not the machine's default backend.
   An explicit 'cudnn' or 'splash' that cannot run raises instead.
   """
   reasons = {"cudnn": accel.cudnn_unsupported_reason(q_BxSqxHxD),
@@ -42,7 +44,7 @@ def resolve_impl(impl: str, q_BxSqxHxD, k_BxSkxHxD) -> str:
                      f"{reasons[impl]}; use 'auto' or 'blockwise'.")
   if impl != "auto":
     return impl
-  backend = jax.default_backend()
+  backend = accel.target_platform()
   wanted = {"gpu": "cudnn", "tpu": "splash"}.get(backend)
   if wanted is None:
     return "blockwise"

@@ -30,7 +30,7 @@ def logical_param_names(config):
       names, state, is_leaf=lambda x: isinstance(x, nnx.Variable)))
 
 
-def _fit(spec: P, shape, mesh) -> P:
+def fit_spec(spec: P, shape, mesh) -> P:
   """Drops mesh axes that do not divide the dimension they shard."""
   out = []
   for dim, axes in zip(shape, tuple(spec) + (None,) * (len(shape) - len(spec))):
@@ -49,7 +49,7 @@ def param_shardings(config, params, mesh):
   """NamedSharding per parameter (params: arrays or ShapeDtypeStructs)."""
   names = logical_param_names(config)
   return jax.tree.map(
-      lambda n, x: NamedSharding(mesh, _fit(logical_to_spec(n), x.shape, mesh)),
+      lambda n, x: NamedSharding(mesh, fit_spec(logical_to_spec(n), x.shape, mesh)),
       names, params, is_leaf=lambda n: isinstance(n, tuple))
 
 
@@ -88,7 +88,7 @@ def constrain_state(config, state):
     return state
   names = logical_param_names(config)
   specs = jax.tree.map(
-      lambda n, x: _fit(logical_to_spec(n), x.shape, mesh), names,
+      lambda n, x: fit_spec(logical_to_spec(n), x.shape, mesh), names,
       state.params, is_leaf=lambda n: isinstance(n, tuple))
   pin = lambda tree: jax.tree.map(jax.lax.with_sharding_constraint, tree,
                                   specs)
