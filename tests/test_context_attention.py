@@ -166,3 +166,38 @@ def test_bad_context_setups_fail_before_compiling():
     with pytest.raises(ValueError, match="not one of"):
       jax.jit(lambda q, k, v: attend(q, k, v, mask,
                                      context_strategy="tree")).lower(q, k, v)
+
+
+@pytest.mark.parametrize("strategy", ["all_gather", "ulysses"])
+@pytest.mark.parametrize("causal,run", [(False, 768), (True, 768),
+                                        (False, 700)])
+def test_splash_as_the_local_kernel_equals_dense(strategy, causal, run,
+                                                 monkeypatch):
+  # Splash (interpret mode) per device under a context axis of 4, on striped
+  # scene ids: 2 shots of 768 tokens and 4 prompts of 128, 2048 tokens, so
+  # that per-device lengths are multiples of splash's 128; or shots of 700,
+  # 1912 tokens, padded to 2048 with keys never attended.
+  from lct_jax.attention import accel, dense  # pylint: disable=g-import-not-at-top
+  calls = []
+  real = accel.attend_splash
+  monkeypatch.setattr(accel, "attend_splash",
+                      lambda *a, **k: calls.append(1) or real(*a, **k))
+  shapes = ((2, run), (4, 128))
+  ids = np.concatenate([np.repeat([1, 2], run), np.repeat([0, 1, 2, 3], 128)])
+  ids = striping.striped_ids(ids, shapes, 4)
+  rng = np.random.default_rng(0)
+  S = len(ids)
+  q, k, v = (jnp.asarray(rng.standard_normal((1, S, 4, 16)), jnp.float32)
+             for _ in range(3))
+  valid = jnp.asarray(rng.random((1, S)) > 0.2)
+  mesh = make_mesh(dict(data=1, fsdp=1, context=4, tensor=1),
+                   jax.devices()[:4])
+  mask = GroupMask(ids, ids, valid, causal)
+  with jax.set_mesh(mesh):
+    got = jax.jit(lambda q, k, v, valid: context.attend_context(
+        q, k, v, GroupMask(ids, ids, valid, causal), strategy=strategy,
+        block_q=128, block_kv=128, local="splash", interpret=True))(
+            q, k, v, valid)
+  ref = dense.attend_dense(q, k, v, mask)
+  assert calls, "splash did not run"
+  assert _rel(np.asarray(got), np.asarray(ref)) <= 1e-5

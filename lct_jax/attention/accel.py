@@ -27,8 +27,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import PartitionSpec as P
 
-from lct_jax.attention import context
 from lct_jax.attention import mask as mask_lib
+from lct_jax.parallel.logical import shard_specs
 
 _log = logging.getLogger(__name__)
 CUDNN_DTYPES = (jnp.bfloat16, jnp.float16)
@@ -163,13 +163,15 @@ def splash_mask(mask: mask_lib.GroupMask):
 
 def attend_splash(q_BxSqxHxD, k_BxSkxHxD, v_BxSkxHxD,
                   mask: mask_lib.GroupMask, *, block: int = 512,
-                  interpret: bool = False) -> jax.Array:
+                  interpret: bool = False,
+                  per_device: bool = False) -> jax.Array:
   """Splash attention (TPU; `interpret=True` runs the kernel anywhere).
 
   Under a mesh the kernel runs per device in a `shard_map` over the batch
   and head axes (a Mosaic kernel cannot be partitioned automatically); the
   sequence must not be sharded there (context parallelism has its own
-  strategies).
+  strategies). `per_device`: the call is already inside a shard_map (a
+  context strategy's local kernel).
   """
   from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_kernel as sk  # pylint: disable=g-import-not-at-top
   from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_mask as sm  # pylint: disable=g-import-not-at-top
@@ -196,8 +198,8 @@ def attend_splash(q_BxSqxHxD, k_BxSkxHxD, v_BxSkxHxD,
     return jax.vmap(one)(q_BxSqxHxD, k_BxSkxHxD, v_BxSkxHxD, kv_valid_BxSk)
 
   mesh = jax.sharding.get_abstract_mesh()
-  if mesh is not None and not mesh.empty and mesh.size > 1:
-    batch_axes, heads_axis = context.shard_specs(batch, heads)
+  if not per_device and mesh is not None and not mesh.empty and mesh.size > 1:
+    batch_axes, heads_axis = shard_specs(batch, heads)
     x, valid = P(batch_axes, None, heads_axis, None), P(batch_axes, None)
     # check_vma=False: splash's pallas_call does not declare how its
     # outputs vary over the mesh axes.

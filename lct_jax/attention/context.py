@@ -29,6 +29,7 @@ attended; padded query rows are dropped.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import math
 
@@ -38,12 +39,14 @@ import numpy as np
 from jax import lax
 from jax.sharding import PartitionSpec as P
 
+from lct_jax.attention import accel
 from lct_jax.attention import blockwise
 from lct_jax.attention import mask as mask_lib
 from lct_jax.attention import plan as plan_lib
-from lct_jax.parallel.logical import RULES
+from lct_jax.parallel.logical import shard_specs
 
 STRATEGIES = ("all_gather", "ring", "ulysses")
+SPLASH_UNIT = 128          # splash's sequence lengths: multiples of this
 AXIS = "context"
 
 _log = logging.getLogger(__name__)
@@ -99,21 +102,6 @@ def device_work(q_ids, kv_ids, n: int, causal: bool) -> np.ndarray:
   return counts.reshape(n, -1).sum(axis=1)
 
 
-def shard_specs(batch: int, heads: int):
-  """(batch axes, heads axis) of the active mesh for a per-device kernel's
-  shard_map specs; None where it won't fit (that dimension replicated)."""
-  mesh = jax.sharding.get_abstract_mesh()
-  batch_axes = RULES["batch"]
-  batch_axes = batch_axes if isinstance(batch_axes, tuple) else (batch_axes,)
-  batch_axes = tuple(a for a in batch_axes if a in mesh.axis_names)
-  if batch % math.prod(mesh.shape[a] for a in batch_axes):
-    batch_axes = None      # e.g. a sampler's batch of 1: replicate
-  heads_axis = RULES["act_heads"]
-  if heads_axis not in mesh.axis_names or heads % mesh.shape[heads_axis]:
-    heads_axis = None
-  return batch_axes or None, heads_axis
-
-
 def _pad_seq(x, length, value=0):
   pad = [(0, 0)] * x.ndim
   pad[1] = (0, length - x.shape[1])
@@ -126,10 +114,17 @@ def _uniform(rows: np.ndarray) -> bool:
 
 def attend_context(q_BxSqxHxD, k_BxSkxHxD, v_BxSkxHxD,
                    mask: mask_lib.GroupMask, *, strategy: str,
-                   block_q: int = 512, block_kv: int = 512) -> jax.Array:
+                   block_q: int = 512, block_kv: int = 512,
+                   local: str = "blockwise",
+                   interpret: bool = False) -> jax.Array:
   """Attention with the sequence sharded over 'context'; see the module doc.
 
   Call under `jax.set_mesh(mesh)` (inside jit); inputs are global arrays.
+  `local`: the per-device kernel, 'blockwise' or 'splash' (TPU). Splash
+  serves all_gather and ulysses, whose per-device work is one attention
+  with a static mask; ring merges partial results by their logsumexp and
+  keeps the blockwise kernel, as does any call whose per-device lengths
+  splash cannot take. `interpret` runs splash's kernel anywhere (tests).
   """
   n = mesh_axis_size(AXIS)
   batch, q_len, heads, _ = q_BxSqxHxD.shape
@@ -139,7 +134,11 @@ def attend_context(q_BxSqxHxD, k_BxSkxHxD, v_BxSkxHxD,
                      f"{STRATEGIES}")
   check_context(strategy, num_heads=heads, seq_len=min(q_len, kv_len),
                 context=n, tensor=mesh_axis_size("tensor"))
-  q_pad, kv_pad = -(-q_len // n) * n, -(-kv_len // n) * n
+  splash = local == "splash" and strategy != "ring"
+  # Splash takes per-device lengths in multiples of 128: pad that far (a
+  # fraction of a percent at scene lengths) with keys never attended.
+  unit = n * SPLASH_UNIT if splash else n
+  q_pad, kv_pad = -(-q_len // unit) * unit, -(-kv_len // unit) * unit
   q_ids = np.pad(mask.q_group, (0, q_pad - q_len),
                  constant_values=plan_lib.PAD_Q_GROUP)
   kv_ids = np.pad(mask.kv_group, (0, kv_pad - kv_len),
@@ -148,28 +147,55 @@ def attend_context(q_BxSqxHxD, k_BxSkxHxD, v_BxSkxHxD,
           _pad_seq(v_BxSkxHxD, kv_pad),
           _pad_seq(mask.kv_valid, kv_pad, False))
   fn = {"all_gather": _all_gather, "ring": _ring, "ulysses": _ulysses}
+  kernel = None
+  if splash:
+    kernel = functools.partial(accel.attend_splash, block=block_q,
+                               per_device=True, interpret=interpret)
   o = fn[strategy](*args, q_ids, kv_ids, causal=mask.causal, n=n,
                    block_q=block_q, block_kv=block_kv,
-                   specs=shard_specs(batch, heads))
+                   specs=shard_specs(batch, heads), splash=kernel)
   return o[:, :q_len]
 
 
-def _shard_map(body, specs, in_kinds, out_kinds):
-  """shard_map with specs by kind: x [B,S,H,D], valid [B,S], ids [S], lse."""
+def _real_ids(ids: np.ndarray) -> np.ndarray:
+  """Padding's sentinel group ids (outside GroupMask's range) replaced by
+  the last real group: padded keys are invalid and padded query rows are
+  dropped, so their ids only need to be legal."""
+  pad = (ids == plan_lib.PAD_Q_GROUP) | (ids == plan_lib.PAD_KV_GROUP)
+  return np.where(pad, ids[~pad].max(), ids).astype(np.int32)
+
+
+def _shard_map(body, specs, in_kinds, out_kinds, *, check_vma=True):
+  """shard_map with specs by kind: x [B,S,H,D], valid [B,S], ids [S], lse.
+
+  `check_vma=False` for a splash body: its pallas_call does not declare how
+  its outputs vary over the mesh axes.
+  """
   batch_axes, heads_axis = specs
   kinds = {"x": P(batch_axes, AXIS, heads_axis, None),
            "valid": P(batch_axes, AXIS), "ids": P(AXIS),
            "lse": P(batch_axes, heads_axis, AXIS)}
   out = tuple(kinds[k] for k in out_kinds)
   return jax.shard_map(body, in_specs=tuple(kinds[k] for k in in_kinds),
-                       out_specs=out[0] if len(out) == 1 else out)
+                       out_specs=out[0] if len(out) == 1 else out,
+                       check_vma=check_vma)
 
 
 # --- all_gather ---------------------------------------------------------------
 def _all_gather(q, k, v, valid, q_ids, kv_ids, *, causal, n, block_q, block_kv,
-                specs):
+                specs, splash=None):
   q_rows = q_ids.reshape(n, -1)
   uniform = _uniform(q_rows)
+  # Splash's mask is static, one for all devices: the query ids of the
+  # devices must agree, unless the mask ignores them (bidirectional).
+  if splash is not None and (uniform or not causal):
+    def body(q_l, k_l, v_l, valid_l):
+      gather = lambda x: lax.all_gather(x, AXIS, axis=1, tiled=True)
+      valid_all = gather(valid_l)
+      return splash(q_l, gather(k_l), gather(v_l), mask_lib.GroupMask(
+          _real_ids(q_rows[0]), _real_ids(kv_ids), valid_all, causal))
+    return _shard_map(body, specs, ("x", "x", "x", "valid"), ("x",),
+                      check_vma=False)(q, k, v, valid)
   plan = plan_lib.make_plan(q_rows[:1] if uniform else q_rows, kv_ids,
                              block_q, block_kv, causal)
   kv_ids_all = jnp.asarray(kv_ids)
@@ -186,9 +212,15 @@ def _all_gather(q, k, v, valid, q_ids, kv_ids, *, causal, n, block_q, block_kv,
 
 # --- ulysses ------------------------------------------------------------------
 def _ulysses(q, k, v, valid, q_ids, kv_ids, *, causal, n, block_q, block_kv,
-             specs):
+             specs, splash=None):
   del n
-  plan = plan_lib.make_plan(q_ids, kv_ids, block_q, block_kv, causal)
+  if splash is not None:
+    attend = lambda q, k, v, valid: splash(q, k, v, mask_lib.GroupMask(
+        _real_ids(q_ids), _real_ids(kv_ids), valid, causal))
+  else:
+    plan = plan_lib.make_plan(q_ids, kv_ids, block_q, block_kv, causal)
+    attend = lambda q, k, v, valid: blockwise.attend_planned(plan, q, k, v,
+                                                             valid)
 
   def body(q_l, k_l, v_l, valid_l):
     # [B, S/n, h, D] -> [B, S, h/n, D]: received chunks concatenate in
@@ -196,12 +228,11 @@ def _ulysses(q, k, v, valid, q_ids, kv_ids, *, causal, n, block_q, block_kv,
     seq = lambda x: lax.all_to_all(x, AXIS, split_axis=2, concat_axis=1,
                                    tiled=True)
     valid_all = lax.all_gather(valid_l, AXIS, axis=1, tiled=True)
-    o = blockwise.attend_planned(plan, seq(q_l), seq(k_l), seq(v_l),
-                                 valid_all)
+    o = attend(seq(q_l), seq(k_l), seq(v_l), valid_all)
     return lax.all_to_all(o, AXIS, split_axis=1, concat_axis=2, tiled=True)
 
-  return _shard_map(body, specs, ("x", "x", "x", "valid"), ("x",))(
-      q, k, v, valid)
+  return _shard_map(body, specs, ("x", "x", "x", "valid"), ("x",),
+                    check_vma=splash is None)(q, k, v, valid)
 
 
 # --- ring ---------------------------------------------------------------------
@@ -214,7 +245,7 @@ def _merge(o_acc, lse_acc, o_s, lse_s):
 
 
 def _ring(q, k, v, valid, q_ids, kv_ids, *, causal, n, block_q, block_kv,
-          specs):
+          specs, splash=None):
   q_rows, kv_rows = q_ids.reshape(n, -1), kv_ids.reshape(n, -1)
   # Query and key chunks may differ in length (the KV cache: one shot's
   # queries against the whole history).

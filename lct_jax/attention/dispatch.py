@@ -105,7 +105,9 @@ def attend(q_BxSqxHxD: jax.Array, k_BxSkxHxD: jax.Array,
     block_kv: key tile length of the blockwise kernel.
     context_strategy: how to attend when traced under a mesh whose
       'context' axis is > 1: 'all_gather', 'ring' or 'ulysses' (see
-      `context.py`); the local kernel is then blockwise. 'dense' is left to
+      `context.py`); the local kernel is then splash on TPU where the
+      strategy and lengths allow (`context.attend_context`), else
+      blockwise. 'dense' is left to
       XLA's partitioner instead (a reference, not a strategy).
 
   Returns:
@@ -116,10 +118,12 @@ def attend(q_BxSqxHxD: jax.Array, k_BxSkxHxD: jax.Array,
                      f"{IMPLS}.")
   _check_inputs(q_BxSqxHxD, k_BxSkxHxD, v_BxSkxHxD, mask)
   if impl != "dense" and context.mesh_axis_size(context.AXIS) > 1:
-    # Per device the context strategies run the blockwise kernel.
+    # Per device: splash on TPU (all_gather, ulysses), else blockwise.
+    local = ("splash" if impl in ("auto", "splash")
+             and accel.target_platform() == "tpu" else "blockwise")
     return context.attend_context(q_BxSqxHxD, k_BxSkxHxD, v_BxSkxHxD, mask,
                                   strategy=context_strategy, block_q=block_q,
-                                  block_kv=block_kv)
+                                  block_kv=block_kv, local=local)
   impl = resolve_impl(impl, q_BxSqxHxD, k_BxSkxHxD)
   if impl == "cudnn":
     return accel.attend_key_prefixes(q_BxSqxHxD, k_BxSkxHxD, v_BxSkxHxD, mask,

@@ -8,6 +8,7 @@ over `fsdp` along `embed`, activations are not.
 """
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import jax
@@ -65,3 +66,18 @@ def constrain(x: jax.Array, names: Sequence[str | None]) -> jax.Array:
   if not _mesh_active():
     return x
   return jax.lax.with_sharding_constraint(x, logical_to_spec(names))
+
+
+def shard_specs(batch: int, heads: int):
+  """(batch axes, heads axis) of the active mesh for a per-device kernel's
+  shard_map specs; None where it won't fit (that dimension replicated)."""
+  mesh = jax.sharding.get_abstract_mesh()
+  batch_axes = RULES["batch"]
+  batch_axes = batch_axes if isinstance(batch_axes, tuple) else (batch_axes,)
+  batch_axes = tuple(a for a in batch_axes if a in mesh.axis_names)
+  if batch % math.prod(mesh.shape[a] for a in batch_axes):
+    batch_axes = None      # e.g. a sampler's batch of 1: replicate
+  heads_axis = RULES["act_heads"]
+  if heads_axis not in mesh.axis_names or heads % mesh.shape[heads_axis]:
+    heads_axis = None
+  return batch_axes or None, heads_axis
