@@ -55,10 +55,22 @@ def get_config(stage: str = "lct"):
 
   t = c.train
   t.batch_size = 128                # one scene per GPU on 128 H800 (paper)
+  t.grad_accum = 16                 # microbatches of 8 scenes: one scene per
+                                    # context group of 8 chips at a time
   t.steps = 135_000                 # paper: LCT stage
 
+  # Plan for a v5p-128 pod (64 chips): 8 context groups of 8 chips, each
+  # holding one scene's 205K tokens (25.6K per chip) at a time; parameters
+  # and AdamW sharded over fsdp. Ulysses turns sequence shards into head
+  # shards (16 heads / 8 = 2 per chip), so on TPU each chip runs splash on
+  # the whole sequence. Compiled by the TPU compiler (`train.py
+  # --compile_for=v5p-128`): 21.3 GiB of 95.74 per chip (ring: 28.3), 78%
+  # headroom; without the microbatches (16 scenes per group at once) it
+  # needs 144 GiB. Plans for other slices: BENCHMARKS.md, "TPU memory";
+  # keep batch_size / grad_accum a multiple of data x fsdp.
   me = c.mesh
   me.data, me.fsdp, me.context, me.tensor = 1, -1, 8, 1
+  m.context_strategy = "ulysses"
 
   apply_stage(c, stage, max_shots=9)
   if stage == "text_rope":

@@ -106,11 +106,13 @@ class Report:
         f"{'  batch share':<34}{g(self.batch)}{pct(self.batch)}",
         f"{'arguments (all of the above)':<34}{g(self.arguments)}"
         f"{pct(self.arguments)}",
-        f"{'outputs (aliasing arguments)':<34}{g(self.outputs)}"
-        f"{pct(self.outputs)}",
+        f"{'outputs':<34}{g(self.outputs)}{pct(self.outputs)}",
+        f"{'  of which in donated arguments':<34}{g(self.aliased)}"
+        f"{pct(self.aliased)}",
         f"{'temp (activations, grads, work)':<34}{g(self.temp)}"
         f"{pct(self.temp)}",
-        f"{'total':<34}{g(self.total)}{pct(self.total)}",
+        f"{'total = args + out - alias + temp':<34}{g(self.total)}"
+        f"{pct(self.total)}",
         f"{'HBM per device':<34}{g(hbm)}",
     ]
     if self.flops is not None:

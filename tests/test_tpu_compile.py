@@ -31,13 +31,21 @@ def demo_config():
   return c
 
 
-def dense_tiles(compiled, seq_local: int) -> list[str]:
-  """Shapes in the compiled HLO with two dimensions of at least the local
-  sequence length: what a dense attention score array looks like."""
+def dense_tiles(compiled, seq: int, context: int = 1) -> list[str]:
+  """Shapes in the compiled HLO that look like dense attention scores: a
+  dimension of the whole sequence and another of it or of one device's
+  share of it ([.., S / context, S] or [.., S, S])."""
   shapes = set(re.findall(r"\b(?:f32|bf16|f16|pred)\[([\d,]+)\]",
                           compiled.as_text()))
-  return sorted(s for s in shapes
-                if sum(int(d) >= seq_local for d in s.split(",")) >= 2)
+  out = []
+  for s in shapes:
+    dims = [int(d) for d in s.split(",")]
+    if seq in dims and len(dims) >= 2:
+      rest = list(dims)
+      rest.remove(seq)
+      if seq in rest or seq // context in rest:
+        out.append(s)
+  return sorted(out)
 
 
 @pytest.fixture(scope="module")
@@ -69,8 +77,8 @@ def test_demo_step_compiles_for_tpu_and_fits(step_report, aot):
 
 
 def test_demo_step_has_no_dense_attention(step_report):
-  seq_local = step_report.tokens_per_scene // 2          # context = 2
-  assert dense_tiles(step_report.compiled, seq_local) == []
+  assert dense_tiles(step_report.compiled, step_report.tokens_per_scene,
+                     context=2) == []
 
 
 def test_the_dense_check_sees_a_dense_kernel(aot):
@@ -81,14 +89,14 @@ def test_the_dense_check_sees_a_dense_kernel(aot):
   c.model.attention_impl = "dense"
   c.model.depth = 1
   (r,) = aot.compile_samplers(c, SLICE, kinds=("joint",))
-  assert dense_tiles(r.compiled, r.tokens_per_scene // 2)
+  assert dense_tiles(r.compiled, r.tokens_per_scene, context=2)
 
 
 def test_samplers_compile_for_tpu(aot):
   joint, causal = aot.compile_samplers(demo_config(), SLICE)
   for r in (joint, causal):
     assert r.compiled is not None and r.fits, r.table()
-    assert dense_tiles(r.compiled, r.tokens_per_scene // 2) == [], r.what
+    assert dense_tiles(r.compiled, r.tokens_per_scene, context=2) == [], r.what
   assert "causal cached shot" in causal.what
   # The cache is an input of the cached shot: more argument bytes than the
   # parameters alone.
@@ -98,7 +106,7 @@ def test_samplers_compile_for_tpu(aot):
 def test_state_that_cannot_fit_is_reported_before_compiling(aot):
   c = configlib.load("configs/lct_3b.py")
   c.mesh.data, c.mesh.fsdp, c.mesh.context, c.mesh.tensor = 1, 4, 1, 1
-  c.train.batch_size = 4
+  c.train.batch_size, c.train.grad_accum = 4, 1
   r = aot.compile_train_step(c, SLICE)
   assert not r.fits and r.compiled is None
   # 3B parameters, two moments and the EMA in float32 over 4 devices.
@@ -151,12 +159,18 @@ def test_missing_libtpu_is_named(monkeypatch):
     topology.check_libtpu()
 
 
-def test_auto_attention_is_splash_on_a_tpu_mesh(aot):
+@pytest.mark.parametrize("fsdp,context,strategy", [
+    (4, 1, "ring"), (2, 2, "ulysses"), (2, 2, "all_gather")])
+def test_auto_attention_is_splash_on_a_tpu_mesh(aot, fsdp, context,
+                                                strategy):
   # 'auto' resolves from the mesh's devices (TPU), not this CPU machine's
   # backend: splash, a Mosaic kernel (tpu_custom_call), with no dense
-  # fallback. 3 shots: 256 tokens, a multiple of splash's 128.
+  # fallback; under a context axis it is the all_gather / ulysses local
+  # kernel (3 shots: 256 tokens; per device 128-multiples after padding).
   c = configlib.load("configs/demo.py")
-  c.mesh.data, c.mesh.fsdp, c.mesh.context, c.mesh.tensor = 1, 4, 1, 1
+  c.mesh.data, c.mesh.fsdp, c.mesh.context, c.mesh.tensor = (1, fsdp,
+                                                             context, 1)
+  c.model.context_strategy = strategy
   c.scene.max_shots = c.data.synthetic_max_shots = 3
   c.model.block_q = c.model.block_kv = 128
   for causal in (False, True):
@@ -164,4 +178,4 @@ def test_auto_attention_is_splash_on_a_tpu_mesh(aot):
     (r,) = aot.compile_samplers(c, SLICE, kinds=("joint",))
     assert r.tokens_per_scene == 256
     assert 'custom_call_target="tpu_custom_call"' in r.compiled.as_text()
-    assert dense_tiles(r.compiled, r.tokens_per_scene) == []
+    assert dense_tiles(r.compiled, r.tokens_per_scene, context) == []

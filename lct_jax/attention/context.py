@@ -1,8 +1,9 @@
 """Context-parallel attention: the sequence sharded over the 'context' axis.
 
-Three strategies (`model.context_strategy`, DESIGN.md section 6), each a
-`jax.shard_map` over the whole mesh whose per-device work is the blockwise
-kernel on the device's contiguous chunk of the sequence:
+Three strategies (`model.context_strategy`), each a `jax.shard_map` over
+the whole mesh whose per-device work is the blockwise kernel on the
+device's contiguous chunk of the sequence (on TPU, splash for all_gather
+and ulysses: `attend_context(local='splash')`):
 
 - all_gather: every device gathers all keys and values, attends its queries.
   Simplest; K/V memory and traffic are those of the whole sequence.
@@ -135,9 +136,10 @@ def attend_context(q_BxSqxHxD, k_BxSkxHxD, v_BxSkxHxD,
   check_context(strategy, num_heads=heads, seq_len=min(q_len, kv_len),
                 context=n, tensor=mesh_axis_size("tensor"))
   splash = local == "splash" and strategy != "ring"
-  # Splash takes per-device lengths in multiples of 128: pad that far (a
-  # fraction of a percent at scene lengths) with keys never attended.
-  unit = n * SPLASH_UNIT if splash else n
+  # Splash takes per-device lengths in multiples of its block (itself a
+  # multiple of 128): pad that far (2% at most at scene lengths) with keys
+  # never attended.
+  unit = n * math.lcm(SPLASH_UNIT, block_q, block_kv) if splash else n
   q_pad, kv_pad = -(-q_len // unit) * unit, -(-kv_len // unit) * unit
   q_ids = np.pad(mask.q_group, (0, q_pad - q_len),
                  constant_values=plan_lib.PAD_Q_GROUP)
