@@ -57,6 +57,7 @@ ROWS = [
     ("minimum", "v6e-8", 1, 8, 1, "ring", "full", 16),
     ("minimum", "v6e-16", 3, 4, 4, "ring", "full", 32),
     ("minimum", "v6e-32", 3, 8, 4, "ring", "full", 16),
+    ("minimum", "v6e-32", 9, 4, 8, "ulysses", "full", 32),
     ("minimum", "v6e-64", 9, 4, 16, "ring", "full", 32),
     ("minimum", "v6e-64", 9, 8, 8, "ulysses", "full", 16),
 ]
