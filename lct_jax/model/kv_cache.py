@@ -167,8 +167,11 @@ def _run_layers(model, vid, txt, silu_c_vid, silu_c_txt, rope_vid, rope_txt,
         blk, vid, txt, silu_c_vid, silu_c_txt, rope_vid, rope_txt,
         (_rope(cvk, ctx_rope_vid), cvv), (_rope(ctk, ctx_rope_txt), ctv),
         mask, m, n)
-    vid = constrain(vid, ("batch", None, "length", "act_embed"))
-    return (vid, txt), (own if collect_kv else None)
+    # Float32 parameters with a bf16 compute dtype promote the block's
+    # outputs; the carry keeps the dtype it came in with.
+    vid = constrain(vid.astype(carry[0].dtype),
+                    ("batch", None, "length", "act_embed"))
+    return (vid, txt.astype(carry[1].dtype)), (own if collect_kv else None)
 
   (vid, txt), kv = jax.lax.scan(body, (vid, txt), (params, ctx_layers))
   return vid, txt, kv
