@@ -35,6 +35,7 @@ from lct_jax import parallel
 from lct_jax.data import sharding as data_sharding
 from lct_jax.layout import SceneGeometry
 from lct_jax.model import flops as flops_lib
+from lct_jax.model import kv_cache
 from lct_jax.parallel import sharding as parallel_sharding
 from lct_jax.parallel import topology
 from lct_jax.sampling import causal as causal_lib
@@ -256,15 +257,12 @@ def _sds(mesh, shape, dtype, spec=P()):
                               sharding=NamedSharding(mesh, spec))
 
 
-def _sampler_inputs(config, mesh):
-  """(graphdef, params, shapes) for one scene (B = 1) as the Sampler runs
-  it: parameters at their training shardings, inputs replicated."""
+def _sampler_params(config, mesh):
+  """(graphdef, params) as the Sampler holds them: at their training
+  shardings on the mesh."""
   graphdef, params = abstract_model(config)
-  shardings = parallel_sharding.param_shardings(config, params, mesh)
-  params = jax.tree.map(
-      lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-      params, shardings)
-  return graphdef, params
+  return graphdef, placement.with_shape_dtype_shardings(
+      params, parallel_sharding.param_shardings(config, params, mesh))
 
 
 def _sampler_report(what, config, tpu_slice, mesh, params,
@@ -289,7 +287,7 @@ def compile_samplers(config, slice_name: str, kinds=SAMPLERS):
   configlib.validate(config)
   tpu_slice = topology.parse_slice(slice_name)
   mesh = _mesh_on(config, tpu_slice, topology.slice_devices(tpu_slice))
-  graphdef, params = _sampler_inputs(config, mesh)
+  graphdef, params = _sampler_params(config, mesh)
   geom = SceneGeometry.from_config(config)
   m, sa = config.model, config.sample
   N, shot = geom.max_shots, (geom.frames, geom.height, geom.width,
@@ -314,7 +312,7 @@ def compile_samplers(config, slice_name: str, kinds=SAMPLERS):
   if "causal" not in kinds:
     return out
 
-  capacity = max(N - 1, 1)
+  capacity = kv_cache.default_capacity(geom)
   text = batch["text"]
   text_1 = _sds(mesh, (1,) + text.shape[2:], text.dtype)
   len_1 = _sds(mesh, (1,), np.int32)
@@ -326,11 +324,11 @@ def compile_samplers(config, slice_name: str, kinds=SAMPLERS):
         lambda p, *a: init_fn(p, *a, capacity=capacity, use_cfg=use_cfg,
                               guidance_B=guidance),
         params, text_1, len_1, pooled_1)
-  cache_spec = lambda x: parallel_sharding.fit_spec(
-      parallel.logical_to_spec((None, "batch", None, "length", "act_heads",
-                                None)), x.shape, mesh)
-  cache = jax.tree.map(lambda x: _sds(mesh, x.shape, x.dtype, cache_spec(x)
-                                      if x.ndim == 6 else P()), cache)
+  # The cache as the sampler lays it out (`kv_cache.KV_AXES`).
+  kv_spec = parallel.logical_to_spec(kv_cache.KV_AXES)
+  cache = jax.tree.map(lambda x: _sds(
+      mesh, x.shape, x.dtype, parallel_sharding.fit_spec(kv_spec, x.shape, mesh)
+      if x.ndim == 6 else P()), cache)
   causal_args = (params, cache, _sds(mesh, (1, capacity), bool), text_1,
                  len_1, pooled_1, len_1, _sds(mesh, (1,) + shot, f32), steps,
                  scale)

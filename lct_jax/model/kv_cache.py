@@ -92,12 +92,20 @@ class KVCache:
             self.num_frames, jnp.asarray(num_frames_B, jnp.int32), slot, 1))
 
 
+# Cache layout under a mesh, by logical axes of [depth, B, slots, tokens,
+# heads, head_dim]: each slot's tokens (video and text) over 'context', heads
+# over 'tensor'; the cache's memory per device falls as 1/(context x tensor)
+# (BENCHMARKS.md, cache_memory).
+KV_AXES = (None, "batch", None, "length", "act_heads", None)
+
+
+def default_capacity(geom: SceneGeometry) -> int:
+  """History slots of a cache for scenes of `geom`: all shots but the new."""
+  return max(geom.max_shots - 1, 1)
+
+
 def _constrain_kv(x_DxBxPxNxHxDh):
-  """Cache layout under a mesh: each slot's tokens (video and text) over
-  'context', heads over 'tensor'; the cache's memory per device falls as
-  1/(context x tensor) (BENCHMARKS.md, cache_memory)."""
-  return constrain(x_DxBxPxNxHxDh,
-                   (None, "batch", None, "length", "act_heads", None))
+  return constrain(x_DxBxPxNxHxDh, KV_AXES)
 
 
 def check_supported(model) -> None:

@@ -28,6 +28,7 @@ import jax
 import numpy as np
 
 from lct_jax.layout import SceneGeometry
+from lct_jax.model import kv_cache
 from lct_jax.parallel import check_mesh
 from lct_jax.parallel.sharding import param_shardings
 from lct_jax.sampling import causal as causal_lib
@@ -111,7 +112,7 @@ class Sampler:
     self.ts = euler.timesteps(steps, shift)
     self.cfg_scale, self.t_c = float(cfg_scale), float(t_c)
     self.use_cfg = self.cfg_scale != 1.0
-    self.capacity = capacity or max(self.geom.max_shots - 1, 1)
+    self.capacity = capacity or kv_cache.default_capacity(self.geom)
     if config.model.guidance_embeds and guidance is None:
       raise ValueError("model.guidance_embeds is set: pass guidance=")
     self.guidance_B = (None if guidance is None
