@@ -47,14 +47,16 @@ def check_synthetic_run(config, workdir: str) -> None:
 
 def held_out_scenes(config, count: int) -> list:
   """The first `count` generator scenes from HELD_OUT_SEED with >= 2 shots,
-  at the run's shot and frame limits."""
+  at the run's shot and frame limits (one shot for a single-shot run, which
+  has recognition and adherence but no cross-shot consistency)."""
   s = config.scene
+  min_shots = min(2, s.max_shots)
   scenes, seed = [], HELD_OUT_SEED
   while len(scenes) < count:
     scene = synthetic.generate_scene(seed, max_shots=s.max_shots,
                                      max_frames=s.frames, size=s.height)
     seed += 1
-    if len(scene.shots) >= 2:
+    if len(scene.shots) >= min_shots:
       scenes.append(scene)
   return scenes
 

@@ -211,6 +211,17 @@ def test_evaluate_held_out_scenes(workdir, tmp_path):
   assert min(seeds) >= evaluate.HELD_OUT_SEED > c.data.num_scenes
 
 
+def test_held_out_scenes_of_a_single_shot_run():
+  """A max_shots = 1 run (the text_rope stage) gets one-shot held-out
+  scenes; it used to search forever for scenes of >= 2 shots."""
+  from lct_jax import evaluate  # pylint: disable=g-import-not-at-top
+  root = pathlib.Path(__file__).resolve().parents[1]
+  c = configlib.load(str(root / "configs" / "demo.py") + ":text_rope")
+  assert c.scene.max_shots == 1
+  scenes = evaluate.held_out_scenes(c, 3)
+  assert [len(s.shots) for s in scenes] == [1, 1, 1]
+
+
 def test_evaluate_refuses_runs_not_on_synthetic_scenes(workdir, tmp_path):
   from lct_jax import evaluate  # pylint: disable=g-import-not-at-top
   wd, c, _ = workdir
