@@ -7,7 +7,8 @@ adherence and cross-shot consistency, each next to its chance level.
 
 The scenes are drawn from the synthetic generator at seeds no training run
 reads (HELD_OUT_SEED onwards; runs read data.synthetic_seed +
-[0, data.num_scenes)), keeping those with >= 2 shots, and generated
+[0, data.num_scenes)), keeping those with >= 2 shots (>= 1 for a
+single-shot run), and generated
 jointly from their prompts alone (no condition shots). Scores are those of
 `lct_jax.data.consistency.score_scenes`; "chance" is the same statistic
 over shots of different scenes (consistency) or against other scenes'
@@ -46,9 +47,9 @@ def check_synthetic_run(config, workdir: str) -> None:
 
 
 def held_out_scenes(config, count: int) -> list:
-  """The first `count` generator scenes from HELD_OUT_SEED with >= 2 shots,
-  at the run's shot and frame limits (one shot for a single-shot run, which
-  has recognition and adherence but no cross-shot consistency)."""
+  """The first `count` generator scenes from HELD_OUT_SEED with >= 2 shots
+  (>= 1 for a single-shot run: recognition and adherence, no cross-shot
+  consistency), at the run's shot and frame limits."""
   s = config.scene
   min_shots = min(2, s.max_shots)
   scenes, seed = [], HELD_OUT_SEED
