@@ -1,31 +1,48 @@
 """Demo: a tiny LCT model for the built-in synthetic scenes, on 2 CPU cores.
 
-The synthetic scenes (data issue) are small pixel-space videos: 32x32 RGB,
-up to 4 frames per shot, up to 4 shots, so the "latent" is the pixels
-themselves (no VAE) and an 8x8 patch gives 4x4 tokens per frame.
+The synthetic scenes are small pixel-space videos (32x32 RGB), so the
+"latent" is the pixels themselves (no VAE). The demo trains as the paper
+does, in two runs (README quick start):
 
-Why these settings (BENCHMARKS.md, "Demo generation", measured on 2 cores):
-  * patch 8, not 4: a quarter of the tokens (336 instead of 1104 per
-    scene, ~0.57 s/step at batch 8), and every texture period divides the
-    patch, so a token's content does not depend on its absolute position
-    (the residual stream has none; RoPE acts in attention only);
-  * model.prediction = data (x-prediction, velocity loss): with a 192-value
-    patch into width 128, velocity prediction must carry the input noise
-    through the bottleneck and stayed at noise; data prediction need not;
+  # 1. single-shot pre-training (one shot + its global prompt, 96 tokens)
+  python train.py --config configs/demo.py:text_rope --workdir runs/demo_base
+  # 2. LCT: 4-shot scenes, per-shot timesteps, started from stage 1
+  python train.py --config configs/demo.py --workdir runs/demo \
+      --config.train.init_from=runs/demo_base
+  # 3. optional: the context-causal fine-tune, for causal sampling
+  python train.py --config configs/demo.py:causal --workdir runs/demo_causal \
+      --config.train.init_from=runs/demo
+
+Why these settings (BENCHMARKS.md, "Session of 2026-12-03" and later,
+measured on 2 cores with `python -m lct_jax.evaluate`):
+  * two stages: in a 4-shot scene the 16 global-prompt tokens are 16 of 336
+    keys, so a model trained on scenes from scratch learns the prompt's
+    colours slowly; a single-shot run (96 tokens, 3x the steps per second)
+    learns them within minutes, and LCT then only has to learn the scene;
+  * model.pooled_text_with_global: every shot's adaLN also sees the global
+    prompt's pooled words, not only through diluted attention;
+  * patch 4 x patch_t 2 over 2-frame shots: 64 tokens of 96 values per shot,
+    2x the steps per second of patch 8 over 4 frames at the same tokens;
+  * model.prediction = data (x-prediction, velocity loss): velocity
+    prediction must carry the input noise through the width-128 bottleneck
+    and stayed at noise;
   * flow.t_mean = 1.0: timesteps skewed to high noise, where the prompt
-    decides the picture;
-  * sampling with guidance 3 and 30 Euler steps.
-
-  python train.py --config configs/demo.py               # LCT (bidirectional)
-  python train.py --config configs/demo.py:causal        # causal fine-tune
-  python train.py --config configs/demo.py --config.optim.lr=3e-4
+    decides the picture (t_mean 0 samples noise);
+  * sampling with guidance 1.5 (guidance 3 halves the prompt adherence of
+    this model, 5 destroys it) and 30 Euler steps (60 change nothing).
 
 Sizes: 64 video tokens per shot, 4 shots + 5 text groups of 16 tokens
 = 336 tokens per scene; width 128, 4 dual blocks, ~2.6M parameters.
-`configs/demo_long.py` is the same model trained 4x longer (~60 minutes).
+`configs/demo_long.py` is the same model trained longer.
 """
 from lct_jax import configlib
 from lct_jax.stages import apply_stage
+
+
+# Steps per stage on 2 idle cores: text_rope at ~11 steps/s (96 tokens),
+# lct and causal at ~3.5 (336 tokens); together ~13 minutes of training.
+STEPS = {"text_rope": 4000, "lct": 1400, "causal": 1400}
+CHECKPOINT_EVERY = {"text_rope": 1000, "lct": 200, "causal": 200}  # ~90 s
 
 
 def get_config(stage: str = "lct"):
@@ -36,13 +53,14 @@ def get_config(stage: str = "lct"):
   m.width, m.num_heads, m.head_dim = 128, 4, 32
   m.depth = 4
   m.in_channels = 3                 # RGB pixels
-  m.patch_t, m.patch = 1, 8
+  m.patch_t, m.patch = 2, 4
   m.rope_axes_dim = (8, 12, 12)     # sums to head_dim
   m.text_mode = "tokens"            # the synthetic captions' word vocabulary
   m.vocab_size = 512
   m.text_embed_dim = 64
+  m.pooled_text_with_global = True  # the scene prompt in every shot's adaLN
   m.attention_impl = "auto"         # blockwise on CPU
-  # One tile (blocks are clamped to the sequence): at 1.1K tokens fewer,
+  # One tile (blocks are clamped to the sequence): at these lengths fewer,
   # larger tiles win on CPU (BENCHMARKS.md: 1.85 s/step vs 2.78 at 256).
   m.block_q = m.block_kv = 2048
   m.remat_policy = "none"           # small enough to keep activations
@@ -50,7 +68,7 @@ def get_config(stage: str = "lct"):
 
   s = c.scene
   s.max_text_len = 16
-  s.frames, s.height, s.width = 4, 32, 32
+  s.frames, s.height, s.width = 2, 32, 32   # one temporal patch per shot
 
   f = c.flow
   f.t_mean = 1.0                    # logit-normal skewed to high noise
@@ -67,22 +85,22 @@ def get_config(stage: str = "lct"):
   o.ema_decay = 0.995               # short run: a short EMA horizon
 
   t = c.train
-  t.batch_size = 8                  # ~0.57 s/step on 2 CPU cores
-  t.steps = 1400                    # ~14 min on 2 idle cores
+  t.batch_size = 8
   t.log_every = 25
-  t.checkpoint_every = 200          # a preempted demo loses < 2 minutes
 
   sa = c.sample
   sa.steps = 30
-  sa.cfg_scale = 3.0                # guidance: the prompt's colours stick
+  sa.cfg_scale = 1.5                # guidance (see above)
 
   d = c.data
   d.source = "synthetic"            # scenes drawn on the fly, no download
-  d.num_scenes = 10_000             # > steps * batch_size: no scene repeats
+  d.num_scenes = 100_000            # > steps * batch_size: no scene repeats
   d.synthetic_max_shots = 6         # more shots than slots: contiguous windows
-  d.synthetic_max_frames = 6        # longer shots than slots: frame windows
+  d.synthetic_max_frames = 4        # longer shots than slots: frame windows
   d.workers = 0                     # in-process: 2 cores, the step needs them
   d.skip_bad_records = False
 
   apply_stage(c, stage, max_shots=4)
+  # A preempted demo loses under 2 minutes.
+  t.steps, t.checkpoint_every = STEPS[stage], CHECKPOINT_EVERY[stage]
   return c

@@ -49,6 +49,9 @@ def base_config() -> ml_collections.ConfigDict:
   m.vocab_size = 256              # tokens mode
   m.text_embed_dim = 64           # width of token embeddings / given embeds
   m.use_pooled_text = True        # add pooled text of the group to c_g
+  m.pooled_text_with_global = False  # shots' pooled text + the global
+                                  # prompt's: the scene prompt reaches every
+                                  # shot's adaLN, not only its attention
   m.pooled_dim = 0                # embeddings mode: pooled vector width
   m.guidance_embeds = False       # distilled-guidance embed (HunyuanVideo)
   m.timestep_scale = 1000.0       # t in [0,1] -> sinusoid of t * scale

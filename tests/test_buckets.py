@@ -196,7 +196,8 @@ def test_frame_substitution_hook_makes_single_frame_shots():
   it = pipeline.make_pipeline(c, src)
   batch = next(it)
   nf = batch["num_frames"]
-  assert set(np.unique(nf)) <= {0, 1}
+  pt = c.model.patch_t           # an image is one token frame: patch_t copies
+  assert set(np.unique(nf)) <= {0, pt}
   for b, sid in enumerate(it.last_info["scene_id"]):
     rec = records.validate_record(src[int(sid.split("-")[-1])])
     shots = records.split_shots(rec)
@@ -206,7 +207,9 @@ def test_frame_substitution_hook_makes_single_frame_shots():
       # One of the frames of the kept shot, unchanged.
       assert any(np.array_equal(frame, transform.pixels_to_latents(f))
                  for f in shots[s0 + k])
-      assert not batch["latents"][b, k, 1:].any()
+      for copy in batch["latents"][b, k, 1:pt]:
+        np.testing.assert_array_equal(copy, frame)
+      assert not batch["latents"][b, k, pt:].any()
   c.flow.p_frame = 0.1
   with pytest.raises(ValueError, match="substitute frames twice"):
     configlib.validate(c)

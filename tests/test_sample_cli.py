@@ -171,6 +171,25 @@ def test_example_scene_files_parse():
     assert scene.shots, path
 
 
+def test_a_longer_condition_is_cut_to_the_shot_frames(tmp_path):
+  """"frames" below a condition's length conditions on its first frames
+  (the demo's 2-frame shots, given a 4-frame example clip)."""
+  c = configlib.load(str(ROOT / "configs" / "demo.py"))
+  clip = np.random.default_rng(0).uniform(-1, 1, (4, 32, 32, 3)).astype(
+      np.float32)
+  np.save(tmp_path / "clip.npy", clip)
+  shot = {"prompt": "[SHOT CUT] wide shot, Character 1 moves left.",
+          "condition": "clip.npy"}
+  path = write_scene(tmp_path / "s.json", shots=[dict(shot, frames=2)])
+  scene, _ = scene_file.load(path, c)
+  assert scene.shots[0].num_frames == 2
+  np.testing.assert_array_equal(scene.shots[0].latents, clip[:2])
+  path = write_scene(tmp_path / "t.json", shots=[shot])
+  with pytest.raises(scene_file.SceneFileError, match="4 frames, more than "
+                     "scene.frames=2; set the shot's \"frames\""):
+    scene_file.load(path, c)
+
+
 def test_train_writes_periodic_samples(tmp_path):
   """train.py --config.train.sample_every: the loop's hook end to end."""
   env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="",

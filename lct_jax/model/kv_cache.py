@@ -61,6 +61,8 @@ class KVCache:
   glob_txt_k: jax.Array     # [depth, B, 1, L, H, Dh]
   glob_txt_v: jax.Array
   glob_text_len: jax.Array  # int32 [B]
+  glob_pooled: jax.Array    # [B, P] the global prompt's pooled text (P = 0
+                            #   without model.use_pooled_text)
   vid_k: jax.Array          # [depth, B, C, T, H, Dh]
   vid_v: jax.Array
   txt_k: jax.Array          # [depth, B, C, L, H, Dh]
@@ -278,6 +280,8 @@ def init_cache(model, text_BxL, text_len_B, pooled_BxP=None, *,
   return KVCache(
       glob_vid_k=gvk, glob_vid_v=gvv, glob_txt_k=gtk, glob_txt_v=gtv,
       glob_text_len=jnp.asarray(text_len_B, jnp.int32),
+      glob_pooled=(jnp.zeros((B, 0), dtype) if pooled is None
+                   else pooled[:, 0]),
       vid_k=zeros(T), vid_v=zeros(T), txt_k=zeros(L), txt_v=zeros(L),
       text_len=jnp.zeros((B, C), jnp.int32),
       num_frames=jnp.zeros((B, C), jnp.int32))
@@ -301,12 +305,15 @@ def forward_shot(model, cache: KVCache, pool_BxC, latents_BxFxHxWxC, t_B,
   dtype = model._dtype()  # pylint: disable=protected-access
   # Text and conditioning as for a scene [group 0, this shot]: the model's
   # per-group functions then see the shot at index 1 with its own t (the
-  # token refiner, if any, needs it). Group 0's entries are placeholders.
+  # token refiner, if any, needs it). Group 0's text is a placeholder; its
+  # pooled vector is the cached global prompt's (model.pooled_text_with_global).
   two = lambda x: None if x is None else jnp.stack([x, x], axis=1)
   t_Bx1 = jnp.asarray(t_B, jnp.float32)[:, None]
   txt, pooled = model.embed_text(two(text_BxL), two(text_len_B),
                                  two(pooled_BxP), t_Bx1)
   txt = txt[:, 1:]                                      # [B, 1, L, D]
+  if pooled is not None:    # group 0 is the global prompt's, as in a scene
+    pooled = pooled.at[:, 0].set(cache.glob_pooled.astype(pooled.dtype))
   c_BxGxD = model.conditioning(t_Bx1, pooled, guidance_B)
   silu_c = jax.nn.silu(c_BxGxD[:, 1:])                  # [B, 1, D]
 

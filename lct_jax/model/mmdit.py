@@ -77,6 +77,19 @@ class FinalLayer(nnx.Module):
                          rngs=rngs, zero=zero)
 
 
+def with_global_pooled(pooled_BxGxP: jax.Array) -> jax.Array:
+  """Shot groups' pooled text plus the global group's (group 0).
+
+  In a single-shot model the one caption describes the whole video and its
+  pooled vector drives every adaLN; a scene splits that caption into the
+  global prompt and shot prompts, and without this the global prompt (the
+  identity and environment) reaches the video only through attention,
+  where its few keys are diluted by every shot's tokens. A summed vector
+  keeps an empty global prompt (single-shot examples) a no-op.
+  """
+  return pooled_BxGxP.at[:, 1:].add(pooled_BxGxP[:, :1])
+
+
 class MMDiT(nnx.Module):
 
   def __init__(self, config, *, rngs: nnx.Rngs):
@@ -166,13 +179,19 @@ class MMDiT(nnx.Module):
          t_BxN], axis=1)
 
   def conditioning(self, t_BxN, pooled_BxGxP, guidance_B=None) -> jax.Array:
-    """Per-group conditioning c [B, G, D]; group 0 (global) at a fixed t."""
+    """Per-group conditioning c [B, G, D]; group 0 (global) at a fixed t.
+
+    `pooled_BxGxP` is each group's own pooled text (`embed_text`'s), group
+    0 the global prompt's.
+    """
     m = self.config.model
     t_BxG = self.group_timesteps(t_BxN)
     tte = self.time_text_embed
     sinus = timestep_sinusoid(t_BxG * m.timestep_scale)
     c_BxGxD = tte.timestep_embedder(sinus.astype(self._dtype()))
     if m.use_pooled_text:
+      if m.pooled_text_with_global:
+        pooled_BxGxP = with_global_pooled(pooled_BxGxP)
       c_BxGxD = c_BxGxD + tte.text_embedder(pooled_BxGxP.astype(self._dtype()))
     if m.guidance_embeds:
       if guidance_B is None:

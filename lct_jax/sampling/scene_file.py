@@ -92,7 +92,8 @@ def _check_media(x, is_latent: bool, config, where: str, file: str,
         f"scene.height x scene.width = {s.height}x{s.width}")
   if F > s.frames:
     raise SceneFileError(f"{path}: {where}: {file!r} has {F} frames, more "
-                         f"than scene.frames={s.frames}")
+                         f"than scene.frames={s.frames}; set the shot's "
+                         f"\"frames\" to condition on its first frames")
   if not is_latent:
     # The demo models work in pixel space: latent = pixels in [-1, 1],
     # converted exactly as the training pipeline does.
@@ -224,6 +225,8 @@ def load(path: str, config, *, max_shots: int | None = None
       if isinstance(frames, int) and frames > len(x):
         raise SceneFileError(f"{path}: {where}.frames={frames} but the "
                              f"condition {file!r} has {len(x)} frames")
+      if isinstance(frames, int) and frames >= 1:
+        x = x[:frames]          # a longer clip conditions with its start
       latents = _check_media(x, file.endswith(".npy"), config,
                              f"{where}.condition", file, path)
     if (not isinstance(frames, int) or isinstance(frames, bool)
