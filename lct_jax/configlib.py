@@ -15,7 +15,7 @@ ATTENTION_IMPLS = ("auto", "dense", "blockwise", "cudnn", "splash")
 CONTEXT_STRATEGIES = ("ring", "all_gather", "ulysses")
 REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch")
 TEXT_MODES = ("tokens", "embeddings")
-PREDICTIONS = ("velocity", "data")
+PREDICTIONS = ("velocity", "data", "data_skip")
 DECAYS = ("cosine", "linear", "constant")
 DTYPES = ("float32", "bfloat16", "float16")
 DATA_SOURCES = ("synthetic", "tfds_synthetic", "scene_folder")
@@ -58,9 +58,11 @@ def base_config() -> ml_collections.ConfigDict:
   m.global_timestep = 0.0         # t of the global prompt group (clean)
   m.prediction = "velocity"      # what the last layer predicts: velocity
                                   # (eps - z_0) | data (clean z_0, turned
-                                  # into velocity; pixel-space models,
-                                  # lct_jax/model/prediction.py)
-  m.prediction_t_min = 0.05       # data: v = (z_t - x) / max(t, this)
+                                  # into velocity; pixel-space models) |
+                                  # data_skip (data, preconditioned with a
+                                  # skip of z_t; lct_jax/model/prediction.py)
+  m.prediction_t_min = 0.05       # data*: v = (z_t - x) / max(t, this)
+  m.prediction_sigma_data = 0.5   # data_skip: the data's standard deviation
   m.zero_init = True              # adaLN-Zero: gates and output start at 0
   m.attention_mask = "bidirectional"   # or context_causal (causal stage)
   m.attention_impl = "auto"       # auto (cudnn on GPU, splash on TPU, else

@@ -100,6 +100,8 @@ def evaluate(workdir: str, *, scenes: int = 32, steps=None, guidance=None,
           [media.enlarge(f, 64) for f in frames]
           + [media.enlarge(s.frames, 64) for s in drawn.shots]))
   table = consistency.score_scenes(records)
+  table["evidence"] = estimators.evidence_summary(
+      [e for r in records for e in r["estimates"]])
   table.update(step=step, seconds=time.perf_counter() - t0,
                steps=sampler.ts.size - 1, guidance=sampler.cfg_scale,
                weights="ema" if use_ema else "raw")
@@ -131,6 +133,13 @@ def format_table(t: dict) -> str:
         f, t["adherence_chance"].get(f))
     lines.append(f"{f:18s} {f3(cons):>11s} {f3(cons_c):>6s}   "
                  f"{f3(adh):>9s} {f3(adh_c):>6s}   {f3(acc.get(f)):>5s}")
+  if "evidence" in t:
+    lines.append(f"{'evidence':20s} {'median':>7s} {'threshold':>10s} "
+                 f"{'within':>6s}")
+    for key, e in t["evidence"].items():
+      bound = f"{'<=' if e['at_most'] else '>='} {e['threshold']:g}"
+      lines.append(f"{key:20s} {e['median']:7.3f} {bound:>10s} "
+                   f"{f3(e['within']):>6s}")
   return "\n".join(lines)
 
 

@@ -175,3 +175,19 @@ def test_bad_frames_are_clear_errors():
     est.estimate_shot(good[:, :20])
   with pytest.raises(ValueError, match="shape"):
     est.estimate_shot(good[0])
+
+
+def test_evidence_summary_says_which_test_fails():
+  """Noisy ground truth is within every threshold; Gaussian noise misses
+  the sprite tests (no sprite found counts as outside)."""
+  rng = np.random.default_rng(3)
+  shots = [s for scene in scenes(count=20) for s in scene.shots]
+  truth = est.evidence_summary(
+      [est.estimate_shot(cf.pixel_noise(rng, s.frames, 8.0)) for s in shots])
+  assert all(e["within"] == 1.0 for e in truth.values()), truth
+  assert truth["template_iou"]["median"] > 0.9
+  noise = est.evidence_summary(
+      [est.estimate_shot(cf.GARBAGE["gaussian_noise"](rng, s.frames))
+       for s in shots])
+  assert noise["template_iou"]["within"] <= 0.05, noise
+  assert noise["background_residual"]["within"] <= 0.05, noise

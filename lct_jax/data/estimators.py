@@ -74,6 +74,16 @@ class Thresholds:
 
 DEFAULT_THRESHOLDS = Thresholds()
 
+# Each evidence key -> (the Thresholds field that bounds it, True when the
+# evidence must be at most that bound, False when at least).
+EVIDENCE_BOUNDS = {
+    "background_residual": ("max_background_residual", True),
+    "background_distance": ("max_colour_distance", True),
+    "sprite_distance": ("max_colour_distance", True),
+    "template_iou": ("min_template_iou", False),
+    "track_error": ("max_track_error", True),
+}
+
 
 @dataclasses.dataclass
 class ShotEstimate:
@@ -302,6 +312,23 @@ def estimate_shot(frames_FxHxWx3, thresholds: Thresholds = DEFAULT_THRESHOLDS
   if track_error <= th.max_track_error:
     factors["action"] = action
   return ShotEstimate(factors, evidence)
+
+
+def evidence_summary(estimates, thresholds: Thresholds = DEFAULT_THRESHOLDS
+                     ) -> dict:
+  """Per evidence key over many shots: its median (over shots that have it)
+  and the fraction of all shots within its threshold (absent evidence, e.g.
+  no sprite found, is outside). Says which test a generator fails."""
+  out = {}
+  for key, (field, at_most) in EVIDENCE_BOUNDS.items():
+    v = np.asarray([e.evidence[key] for e in estimates], float)
+    bound = getattr(thresholds, field)
+    ok = np.where(np.isnan(v), False, v <= bound if at_most else v >= bound)
+    out[key] = dict(median=float(np.nanmedian(v)) if (~np.isnan(v)).any()
+                    else float("nan"),
+                    threshold=bound, at_most=at_most,
+                    within=float(ok.mean()) if len(v) else float("nan"))
+  return out
 
 
 def estimate_factors(frames_FxHxWx3) -> dict:
