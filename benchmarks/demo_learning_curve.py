@@ -8,7 +8,9 @@ synthetic-scene run, evaluated on the same held-out scenes.
 
 Per checkpoint: training wall minutes (the checkpoint's write time less the
 run's start, `config.json`; compilation and saves included, so resume a run
-and the clock restarts), the fraction of generated shots recognised, global
+and the clock restarts; a run started with `train.init_from` from another
+run's workdir, as the demo's LCT stage is from its single-shot stage, adds
+that run's minutes to its last checkpoint), the fraction of generated shots recognised, global
 prompt adherence for the background and sprite colours, and the mean
 cross-shot consistency of the scene factors; each figure beside its chance
 level (`lct_jax.evaluate`). Prints a table, writes a PNG (needs matplotlib:
@@ -27,14 +29,26 @@ from lct_jax.data import synthetic as syn
 
 
 def checkpoint_minutes(workdir: str) -> dict[int, float]:
-  """step -> wall minutes from the run's start to the checkpoint's write."""
+  """step -> wall minutes from the run's start to the checkpoint's write,
+  plus the minutes of the run it started from (`train.init_from`)."""
   start = os.path.getmtime(os.path.join(workdir, "config.json"))
   ckpt_dir = os.path.join(workdir, "checkpoints")
   steps = sorted(int(d) for d in os.listdir(ckpt_dir) if d.isdigit())
   if not steps:
     raise SystemExit(f"error: no checkpoints under {ckpt_dir}")
-  return {s: (os.path.getmtime(os.path.join(ckpt_dir, str(s))) - start) / 60
-          for s in steps}
+  before = base_minutes(workdir)
+  return {s: before + (os.path.getmtime(os.path.join(ckpt_dir, str(s)))
+                       - start) / 60 for s in steps}
+
+
+def base_minutes(workdir: str) -> float:
+  """Training minutes of the run `workdir` was initialised from (0 if none,
+  or if init_from is not a run's workdir)."""
+  with open(os.path.join(workdir, "config.json")) as f:
+    base = json.load(f)["train"].get("init_from") or ""
+  if not os.path.isdir(os.path.join(base, "checkpoints")):
+    return 0.0
+  return max(checkpoint_minutes(base).values())
 
 
 def row(table: dict, minutes: float) -> dict:
@@ -108,7 +122,12 @@ def main(argv=None):
   done = {}
   if a.json and os.path.exists(a.json):
     with open(a.json) as f:
-      done = {r["step"]: r for r in json.load(f)["rows"]}
+      saved = json.load(f)
+    if saved.get("workdir") != os.path.normpath(a.workdir):
+      raise SystemExit(f"error: --json {a.json} holds rows of "
+                       f"{saved.get('workdir')!r}, not of --workdir "
+                       f"{a.workdir}; give another --json or delete it")
+    done = {r["step"]: r for r in saved["rows"]}
   print(f"run {a.workdir}: {a.scenes} held-out scenes, joint generation, "
         f"{a.steps or 'config'} Euler steps, guidance "
         f"{a.guidance if a.guidance is not None else 'config'}")
@@ -123,7 +142,8 @@ def main(argv=None):
                    shots=table["shots"])
     if a.json:
       with open(a.json, "w") as f:
-        json.dump(dict(rows=[done[k] for k in sorted(done)]), f, indent=1)
+        json.dump(dict(workdir=os.path.normpath(a.workdir),
+                       rows=[done[k] for k in sorted(done)]), f, indent=1)
   rows = [done[k] for k in sorted(done)]
   print(f"{'step':>6s} {'min':>5s} {'recog':>6s} {'bg':>11s} {'sprite':>11s}"
         f" {'consist':>11s} {'tint':>11s}")

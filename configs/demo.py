@@ -19,8 +19,6 @@ measured on 2 cores with `python -m lct_jax.evaluate`):
     keys, so a model trained on scenes from scratch learns the prompt's
     colours slowly; a single-shot run (96 tokens, 3x the steps per second)
     learns them within minutes, and LCT then only has to learn the scene;
-  * model.pooled_text_with_global: every shot's adaLN also sees the global
-    prompt's pooled words, not only through diluted attention;
   * patch 4 x patch_t 2 over 2-frame shots: 64 tokens of 96 values per shot,
     2x the steps per second of patch 8 over 4 frames at the same tokens;
   * model.prediction = data (x-prediction, velocity loss): velocity
@@ -58,7 +56,6 @@ def get_config(stage: str = "lct"):
   m.text_mode = "tokens"            # the synthetic captions' word vocabulary
   m.vocab_size = 512
   m.text_embed_dim = 64
-  m.pooled_text_with_global = True  # the scene prompt in every shot's adaLN
   m.attention_impl = "auto"         # blockwise on CPU
   # One tile (blocks are clamped to the sequence): at these lengths fewer,
   # larger tiles win on CPU (BENCHMARKS.md: 1.85 s/step vs 2.78 at 256).

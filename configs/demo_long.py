@@ -1,18 +1,29 @@
 """The demo model (`configs/demo.py`) trained about 60 minutes on 2 CPU
-cores instead of 15: the same model, data and recipe, 4x the steps and a
-longer EMA horizon. See BENCHMARKS.md, "Demo generation", for what each
-length reaches.
+cores instead of 15: the same model, data and two-stage recipe, about 4x
+the steps and a longer EMA horizon. See BENCHMARKS.md ("Demo generation")
+for what each length reaches.
 
-  python train.py --config configs/demo_long.py --workdir runs/demo_long
+  python train.py --config configs/demo_long.py:text_rope \\
+      --workdir runs/demo_long_base                                # ~36 min
+  python train.py --config configs/demo_long.py --workdir runs/demo_long \\
+      --config.train.init_from=runs/demo_long_base                 # ~18 min
   python -m lct_jax.evaluate --workdir runs/demo_long --scenes 32
+  python benchmarks/demo_learning_curve.py --workdir runs/demo_long \\
+      --png docs/demo_long_learning_curve.png
 """
 from configs import demo
+
+# Steps per stage (demo.STEPS has the rates): quality grows with single-shot
+# steps far faster per minute than with scene steps, so most time goes there.
+STEPS = {"text_rope": 24000, "lct": 3600, "causal": 1400}
+CHECKPOINT_EVERY = {"text_rope": 4000, "lct": 600, "causal": 200}
 
 
 def get_config(stage: str = "lct"):
   c = demo.get_config(stage)
-  c.train.steps = 5600              # ~55 min at ~0.57 s/step
-  c.train.checkpoint_every = 400
+  c.train.steps = STEPS[stage]
+  c.train.checkpoint_every = CHECKPOINT_EVERY[stage]
   c.train.keep_checkpoints = 0      # keep all: the learning curve reads them
   c.optim.ema_decay = 0.999
+  c.data.num_scenes = 200_000        # > steps * batch_size: no repeats
   return c

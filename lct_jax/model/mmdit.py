@@ -8,6 +8,8 @@ the group mask. Blocks are stacked (`nnx.vmap` at init) and run by one
 """
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -90,14 +92,35 @@ def with_global_pooled(pooled_BxGxP: jax.Array) -> jax.Array:
   return pooled_BxGxP.at[:, 1:].add(pooled_BxGxP[:, :1])
 
 
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+  """What the network is: the run config's model section and the scene
+  geometry, frozen. It lives in the MMDiT's graphdef, which is the jit
+  cache key of every jitted sampler and step, so it holds nothing of the
+  run (train, optim, data, sample, mesh): changing those recompiles
+  nothing."""
+  model: ml_collections.FrozenConfigDict
+  geom: SceneGeometry
+
+  @classmethod
+  def from_config(cls, config) -> ModelConfig:
+    """From a run config (validated here: the model section's checks read
+    the scene too)."""
+    configlib.validate(config)
+    return cls(ml_collections.FrozenConfigDict(config.model),
+               SceneGeometry.from_config(config))
+
+
 class MMDiT(nnx.Module):
+  """`MMDiT(config)`: a run config (its model and scene sections are
+  used) or a `ModelConfig`."""
 
   def __init__(self, config, *, rngs: nnx.Rngs):
-    configlib.validate(config)
-    # Frozen: hashable (graphdefs are jit cache keys) and safe from edits.
-    self.config = ml_collections.FrozenConfigDict(config)
+    if not isinstance(config, ModelConfig):
+      config = ModelConfig.from_config(config)
+    self.config = config
     m = config.model
-    self.geom = SceneGeometry.from_config(config)
+    self.geom = config.geom
     out_channels = m.out_channels or m.in_channels
     self.x_embedder = PatchEmbed(self.geom.patch_dim, m.width, rngs=rngs)
     self.context_embedder = ContextEmbedder(m, rngs=rngs)
