@@ -167,3 +167,19 @@ def test_demo_config_trains_in_bf16_with_remat():
   assert np.isfinite(float(m["loss"])) and int(state.step) == 1
   # Master weights stay float32 whatever the compute dtype.
   assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(state.params))
+
+
+def test_the_optimizer_is_built_once_per_run_config():
+  """The train state's and the step's optimizer are one object; another
+  learning rate or length is another optimizer."""
+  from lct_jax.training import optimizer_for  # pylint: disable=g-import-not-at-top
+  c = tiny_config()
+  graphdef, _ = init_model(c)
+  opt = optimizer_for(c)
+  assert optimizer_for(c.copy_and_resolve_references()) is opt
+  assert make_train_step(graphdef, c)._tx is opt.tx  # pylint: disable=protected-access
+  other = c.copy_and_resolve_references()
+  other.optim.lr = c.optim.lr / 2
+  assert optimizer_for(other) is not opt
+  assert float(optimizer_for(other).schedule(10)) == float(
+      opt.schedule(10)) / 2

@@ -5,7 +5,11 @@ weights), the usual transformer practice.
 """
 from __future__ import annotations
 
+import dataclasses
+import functools
+
 import jax
+import ml_collections
 import optax
 
 
@@ -37,8 +41,11 @@ def decay_mask_by_path(params):
   return jax.tree_util.tree_map_with_path(is_matrix, params)
 
 
-def make_optimizer(o, total_steps: int) -> optax.GradientTransformation:
-  schedule = make_schedule(o, total_steps)
+def make_optimizer(o, total_steps: int, schedule: optax.Schedule | None = None
+                   ) -> optax.GradientTransformation:
+  """The transformation for optim section `o` (its `make_schedule` unless
+  `schedule` is given)."""
+  schedule = schedule or make_schedule(o, total_steps)
   parts = []
   if o.clip_norm > 0:
     parts.append(optax.clip_by_global_norm(o.clip_norm))
@@ -46,3 +53,24 @@ def make_optimizer(o, total_steps: int) -> optax.GradientTransformation:
                            weight_decay=o.weight_decay,
                            mask=decay_mask_by_path))
   return optax.chain(*parts)
+
+
+@dataclasses.dataclass(frozen=True)
+class Optimizer:
+  """A run's optimizer: the transformation and the learning-rate schedule
+  it follows (the training step logs it)."""
+  tx: optax.GradientTransformation
+  schedule: optax.Schedule
+
+
+def optimizer_for(config) -> Optimizer:
+  """The optimizer of a run config: built once per (optim section,
+  train.steps), so the train state's and the step's are one object."""
+  return _optimizer(ml_collections.FrozenConfigDict(config.optim),
+                    int(config.train.steps))
+
+
+@functools.lru_cache(maxsize=32)
+def _optimizer(o, total_steps: int) -> Optimizer:
+  schedule = make_schedule(o, total_steps)
+  return Optimizer(make_optimizer(o, total_steps, schedule), schedule)

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from lct_jax.model import MMDiT
-from lct_jax.training.optim import make_optimizer
+from lct_jax.training.optim import optimizer_for
 
 
 @flax.struct.dataclass
@@ -48,7 +48,7 @@ def count_params(params) -> int:
 
 
 def create_train_state(config, params) -> TrainState:
-  tx = make_optimizer(config.optim, config.train.steps)
+  tx = optimizer_for(config).tx
   return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                     opt_state=tx.init(params),
                     ema_params=jax.tree.map(jnp.copy, params),

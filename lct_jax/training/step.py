@@ -29,7 +29,7 @@ from lct_jax import parallel
 from lct_jax.data import buckets
 from lct_jax.parallel import sharding
 from lct_jax.diffusion import augment, flow
-from lct_jax.training.optim import make_optimizer, make_schedule
+from lct_jax.training.optim import optimizer_for
 from lct_jax.training.state import TrainState, abstract_model
 
 
@@ -195,9 +195,9 @@ class TrainStep:
     configlib.validate(config)
     self.config = config
     self._donate = donate
-    # Built once here, not per trace; the same as create_train_state's.
-    self._schedule = make_schedule(config.optim, config.train.steps)
-    self._tx = make_optimizer(config.optim, config.train.steps)
+    # The same object as create_train_state's (optimizer_for builds once).
+    opt = optimizer_for(config)
+    self._schedule, self._tx = opt.schedule, opt.tx
     self._grids = buckets.config_grids(config)
     self._steps = {}      # grid -> (config of the grid, jitted step)
     self._steps[(config.scene.height, config.scene.width)] = (
