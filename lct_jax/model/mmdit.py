@@ -87,7 +87,9 @@ def with_global_pooled(pooled_BxGxP: jax.Array) -> jax.Array:
   global prompt and shot prompts, and without this the global prompt (the
   identity and environment) reaches the video only through attention,
   where its few keys are diluted by every shot's tokens. A summed vector
-  keeps an empty global prompt (single-shot examples) a no-op.
+  keeps an empty global prompt (single-shot examples) a no-op. On the
+  synthetic demo it measured no gain (BENCHMARKS.md, session of
+  2026-12-04), so it is off by default.
   """
   return pooled_BxGxP.at[:, 1:].add(pooled_BxGxP[:, :1])
 
