@@ -306,7 +306,7 @@ def forward_shot(model, cache: KVCache, pool_BxC, latents_BxFxHxWxC, t_B,
   # Text and conditioning as for a scene [group 0, this shot]: the model's
   # per-group functions then see the shot at index 1 with its own t (the
   # token refiner, if any, needs it). Group 0's text is a placeholder; its
-  # pooled vector is the cached global prompt's (model.pooled_text_with_global).
+  # pooled vector is the cached global prompt's (pooled_text_with_global).
   two = lambda x: None if x is None else jnp.stack([x, x], axis=1)
   t_Bx1 = jnp.asarray(t_B, jnp.float32)[:, None]
   txt, pooled = model.embed_text(two(text_BxL), two(text_len_B),

@@ -122,7 +122,6 @@ class MMDiT(nnx.Module):
       config = ModelConfig.from_config(config)
     self.config = config
     m = config.model
-    self.geom = config.geom
     out_channels = m.out_channels or m.in_channels
     self.x_embedder = PatchEmbed(self.geom.patch_dim, m.width, rngs=rngs)
     self.context_embedder = ContextEmbedder(m, rngs=rngs)
@@ -151,6 +150,10 @@ class MMDiT(nnx.Module):
     self.proj_out = linear(
         m.width, out_channels * m.patch_t * m.patch ** 2, ("embed", None),
         rngs=rngs, zero=m.zero_init)
+
+  @property
+  def geom(self) -> SceneGeometry:
+    return self.config.geom
 
   # --- conditioning -----------------------------------------------------------
   def embed_text(self, text_BxGxL: jax.Array, text_len_BxG: jax.Array,

@@ -49,5 +49,7 @@ def to_velocity(out: jax.Array, z_t: jax.Array, t: jax.Array, m) -> jax.Array:
   if m.prediction == "data_skip":
     s2 = jnp.float32(m.prediction_sigma_data) ** 2
     var = jnp.square(1.0 - t) * s2 + jnp.square(t)
-    out = ((1.0 - t) * s2 / var) * z_t + (t * jnp.sqrt(s2) * jax.lax.rsqrt(var)) * out
+    c_skip = (1.0 - t) * s2 / var
+    c_out = t * jnp.sqrt(s2) * jax.lax.rsqrt(var)
+    out = c_skip * z_t + c_out * out
   return (z_t - out) / jnp.maximum(t, m.prediction_t_min)

@@ -41,11 +41,8 @@ def decay_mask_by_path(params):
   return jax.tree_util.tree_map_with_path(is_matrix, params)
 
 
-def make_optimizer(o, total_steps: int, schedule: optax.Schedule | None = None
-                   ) -> optax.GradientTransformation:
-  """The transformation for optim section `o` (its `make_schedule` unless
-  `schedule` is given)."""
-  schedule = schedule or make_schedule(o, total_steps)
+def make_optimizer(o, schedule: optax.Schedule) -> optax.GradientTransformation:
+  """The transformation for optim section `o` following `schedule`."""
   parts = []
   if o.clip_norm > 0:
     parts.append(optax.clip_by_global_norm(o.clip_norm))
@@ -73,4 +70,4 @@ def optimizer_for(config) -> Optimizer:
 @functools.lru_cache(maxsize=32)
 def _optimizer(o, total_steps: int) -> Optimizer:
   schedule = make_schedule(o, total_steps)
-  return Optimizer(make_optimizer(o, total_steps, schedule), schedule)
+  return Optimizer(make_optimizer(o, schedule), schedule)
