@@ -11,7 +11,7 @@ uses. Measured:
   cache MiB / device   bytes of the cache's shards on one device;
   step temp MiB        XLA's memory_analysis() temp of one compiled
                        velocity evaluation of a new shot against the full
-                       cache (`kv_cache.forward_shot`), per device.
+                       cache (`sampling.causal.shot_forward`), per device.
 Parameters are replicated at fsdp 1, so they do not shrink and are left out.
 """
 import os
@@ -26,9 +26,9 @@ import numpy as np  # noqa: E402
 from flax import nnx  # noqa: E402
 
 from lct_jax import configlib  # noqa: E402
-from lct_jax.model import MMDiT, kv_cache  # noqa: E402
+from lct_jax.model import MMDiT  # noqa: E402
 from lct_jax.parallel import make_mesh  # noqa: E402
-from lct_jax.sampling import Sampler, Scene  # noqa: E402
+from lct_jax.sampling import Sampler, Scene, causal  # noqa: E402
 
 DEMO = str(pathlib.Path(__file__).resolve().parents[1] / "configs" / "demo.py")
 RUNS = [("ring", 1), ("ring", 2), ("ring", 4), ("ring", 8),
@@ -49,10 +49,11 @@ def measure(strategy: str, n: int):
   cache_bytes = sum(x.addressable_shards[0].data.nbytes
                     for x in jax.tree.leaves(cache))
   shape = (1,) + sampler.shot_shape
-  fn = jax.jit(lambda p, cache, z: kv_cache.forward_shot(
+  fn = jax.jit(lambda p, cache, z: causal.shot_forward(
       nnx.merge(graphdef, p), cache, jnp.ones((1, cache.capacity), bool), z,
       jnp.full((1,), 0.5), jnp.ones((1, L), jnp.int32),
-      jnp.full((1,), L, jnp.int32), jnp.full((1,), shape[1], jnp.int32))[0])
+      jnp.full((1,), L, jnp.int32), jnp.full((1,), shape[1], jnp.int32),
+      None, None))
   with jax.set_mesh(mesh):
     mem = fn.lower(sampler.params, cache,
                    np.zeros(shape, np.float32)).compile().memory_analysis()

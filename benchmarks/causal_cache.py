@@ -1,15 +1,23 @@
 """Causal generation of shot k+1 after k history shots: KV cache vs recompute.
 
-  python benchmarks/causal_cache.py [--max_history 8] [--repeats 10]
+  python benchmarks/causal_cache.py [--model demo|hunyuan] [--max_history 8]
+                                    [--repeats 10]
 
-Config: configs/demo.py (width 128, 4 dual blocks, 4 heads of 32; a shot is
-4 frames of 32x32 pixels = 256 video tokens + 16 text tokens), float32,
-batch 1, one device. Measured: one velocity evaluation (one Euler step) of
-the new shot,
-  recompute  MMDiT.__call__ over the whole scene of k+1 shots under the
-             context-causal mask (what bidirectional-AR-style sampling does);
-  cached     `kv_cache.forward_shot` over the new shot's 272 tokens against a
-             K/V cache of the k history shots (capacity k, all in the pool).
+Config: configs/demo.py:causal (a shot is 4 frames of 32x32 pixels = 256
+video tokens + 16 text tokens), float32, batch 1, one device, with
+  --model demo     width 128, 4 dual-stream blocks, 4 heads of 32, text
+                   tokens (the demo);
+  --model hunyuan  HunyuanVideo's structure at the demo's width: 2 dual-
+                   stream + 4 single-stream blocks, a 1-layer token
+                   refiner, given text embeddings (64-d) with pooled
+                   vectors (32-d), embedded guidance.
+Measured: one velocity evaluation (one Euler step) of the new shot,
+  recompute  the model's forward over the whole scene of k+1 shots under
+             the context-causal mask (what bidirectional-AR-style
+             sampling does);
+  cached     the same forward over the new shot's 272 tokens against a
+             K/V cache of the k history shots (`sampling.causal
+             .shot_forward`; capacity k, all in the pool).
 Best of --repeats calls of each, interleaved, after a warm-up (compile
 excluded).
 Predicted ratio: matmul FLOPs of one step, recompute / cached, per layer
@@ -31,6 +39,7 @@ from flax import nnx
 from lct_jax import batch as batch_lib
 from lct_jax import configlib
 from lct_jax.model import MMDiT, kv_cache
+from lct_jax.sampling import causal
 
 DEMO = str(pathlib.Path(__file__).resolve().parents[1] / "configs" / "demo.py")
 
@@ -59,37 +68,52 @@ def timed(fns, repeats):
   return best
 
 
-def measure(k: int, repeats: int):
+def make_config(model: str, k: int):
   c = configlib.load(DEMO + ":causal")
   c.scene.max_shots = k + 1
   c.model.zero_init = False       # random weights: outputs carry signal
+  if model == "hunyuan":
+    m = c.model
+    m.depth, m.num_single_layers, m.num_refiner_layers = 2, 4, 1
+    m.text_mode, m.text_embed_dim, m.pooled_dim = "embeddings", 64, 32
+    m.guidance_embeds = True
+  return c
+
+
+def measure(model: str, k: int, repeats: int):
+  c = make_config(model, k)
   model = MMDiT(c, rngs=nnx.Rngs(0))
   graphdef, params = nnx.split(model, nnx.Param)
   b = batch_lib.random_batch(c, k, 1, min_shots=k + 1)
   b["num_frames"][:] = c.scene.frames
   b["text_len"][:] = c.scene.max_text_len
+  pooled = b.get("pooled")
+  g = jnp.full((1,), 3.0) if c.model.guidance_embeds else None
   t = jnp.full((1, k + 1), 0.3).at[:, -1].set(0.7)
 
   full = jax.jit(lambda p, b, t: nnx.merge(graphdef, p)(
-      b["latents"], t, b["text"], b["text_len"], b["num_frames"]))
+      b["latents"], t, b["text"], b["text_len"], b["num_frames"],
+      b.get("pooled"), g))
+  shot = lambda x, j: None if x is None else x[:, j]
 
   # The cache of the k history shots (contents do not change the cost).
   def make_cache(p):
     mdl = nnx.merge(graphdef, p)
     cache = kv_cache.init_cache(mdl, b["text"][:, 0], b["text_len"][:, 0],
-                                capacity=k)
+                                shot(pooled, 0), capacity=k, guidance_B=g)
     for j in range(k):
-      _, kv = kv_cache.forward_shot(
+      _, kv = causal.shot_forward(
           mdl, cache, jnp.ones((1, k), bool), b["latents"][:, j], t[:, j],
           b["text"][:, j + 1], b["text_len"][:, j + 1],
-          b["num_frames"][:, j], collect_kv=True)
+          b["num_frames"][:, j], shot(pooled, j + 1), g, kv_out=True)
       cache = cache.write(j, kv, b["text_len"][:, j + 1],
                           b["num_frames"][:, j])
     return cache
   cache = jax.jit(make_cache)(params)
-  step = jax.jit(lambda p, cache, z, t: kv_cache.forward_shot(
+  step = jax.jit(lambda p, cache, z, t: causal.shot_forward(
       nnx.merge(graphdef, p), cache, jnp.ones((1, k), bool), z, t,
-      b["text"][:, k + 1], b["text_len"][:, k + 1], b["num_frames"][:, k])[0])
+      b["text"][:, k + 1], b["text_len"][:, k + 1], b["num_frames"][:, k],
+      shot(pooled, k + 1), g))
   z, t_new = b["latents"][:, k], t[:, k]
   recompute_s, cached_s = timed([lambda: full(params, b, t),
                                  lambda: step(params, cache, z, t_new)],
@@ -103,6 +127,7 @@ def measure(k: int, repeats: int):
 
 def main():
   parser = argparse.ArgumentParser()
+  parser.add_argument("--model", choices=("demo", "hunyuan"), default="demo")
   parser.add_argument("--max_history", type=int, default=8)
   parser.add_argument("--repeats", type=int, default=10)
   args = parser.parse_args()
@@ -110,12 +135,12 @@ def main():
   import os  # pylint: disable=g-import-not-at-top
   print(f"jax {jax.__version__}, {jax.devices()[0].platform}, "
         f"{len(jax.devices())} device(s), {os.cpu_count()} CPU cores, load "
-        f"average {os.getloadavg()[0]:.1f}")
+        f"average {os.getloadavg()[0]:.1f}; --model {args.model}")
   print("| history shots k | tokens (recompute) | recompute (ms) | cached (ms)"
         " | speed-up | predicted (FLOPs) | measured / predicted | rel. err |")
   print("|---|---|---|---|---|---|---|---|")
   for k in range(1, args.max_history + 1):
-    r, c, pred, err = measure(k, args.repeats)
+    r, c, pred, err = measure(args.model, k, args.repeats)
     tokens = 16 + (k + 1) * 272
     print(f"| {k} | {tokens} | {r * 1e3:.1f} | {c * 1e3:.1f} | {r / c:.2f} | "
           f"{pred:.2f} | {r / c / pred:.0%} | {err:.1e} |", flush=True)

@@ -26,6 +26,7 @@ import re
 import time
 
 import jax
+import ml_collections
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
@@ -312,6 +313,12 @@ def compile_samplers(config, slice_name: str, kinds=SAMPLERS):
   if "causal" not in kinds:
     return out
 
+  if m.attention_mask != "context_causal":
+    # The cache needs the causal mask; compile what this config's causal
+    # stage (same shapes and parameters) runs.
+    causal_config = ml_collections.ConfigDict(config.to_dict())
+    causal_config.model.attention_mask = "context_causal"
+    graphdef, params = _sampler_params(causal_config, mesh)
   capacity = kv_cache.default_capacity(geom)
   text = batch["text"]
   text_1 = _sds(mesh, (1,) + text.shape[2:], text.dtype)

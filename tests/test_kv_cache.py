@@ -71,16 +71,6 @@ def test_given_history_comes_back_bit_identical(setup):
   assert out[0].tobytes() == given.tobytes()
 
 
-def test_single_stream_layers_are_refused(setup):
-  c = setup[0].copy_and_resolve_references()
-  c.model.num_single_layers = 2
-
-  class Fake:
-    config = c
-  with pytest.raises(NotImplementedError, match="num_single_layers"):
-    kv_cache.check_supported(Fake())
-
-
 def test_director_matches_causal_generation(setup):
   from lct_jax.sampling.interactive import Director
   _, sampler, scene = setup
@@ -133,16 +123,15 @@ def test_cache_with_dummy_tokens_embeddings_and_legacy_layout(with_global):
     mdl = nnx.merge(graphdef, p)
     cache = kv_cache.init_cache(mdl, b["text"][:, 0], b["text_len"][:, 0],
                                 b["pooled"][:, 0], capacity=2)
-    pool = jnp.ones((2, 2), bool)
     for j in range(3):
-      v, kv = kv_cache.forward_shot(
-          mdl, cache, pool, b["latents"][:, j], t[:, j], b["text"][:, j + 1],
-          b["text_len"][:, j + 1], b["num_frames"][:, j],
-          b["pooled"][:, j + 1], collect_kv=j < 2)
+      shot = lambda x, g=0: x[:, j + g:j + g + 1]
+      v, kv = mdl(shot(b["latents"]), shot(t), shot(b["text"], 1),
+                  shot(b["text_len"], 1), shot(b["num_frames"]),
+                  shot(b["pooled"], 1), cache=cache, kv_out=True)
       if j < 2:
         cache = cache.write(j, kv, b["text_len"][:, j + 1],
                             b["num_frames"][:, j])
-    return v
+    return v[:, 0]
 
   full = jax.jit(lambda p, b, t: nnx.merge(graphdef, p)(
       b["latents"], t, b["text"], b["text_len"], b["num_frames"],
@@ -157,3 +146,104 @@ def test_cache_with_dummy_tokens_embeddings_and_legacy_layout(with_global):
     b2["pooled"][:, 0] += 1.0
     moved = np.asarray(full(params, b2, t))[:, 2]
     assert rel_err(moved[0, :1], want[0, :1]) > 1e-3
+
+
+def hunyuan_shaped_config():
+  """Dual- and single-stream blocks, the token refiner, given text
+  embeddings with pooled vectors, embedded guidance: HunyuanVideo's
+  structure at tiny sizes."""
+  c = tiny_config()
+  m = c.model
+  m.attention_mask = "context_causal"
+  m.num_single_layers, m.num_refiner_layers = 2, 1
+  m.text_mode, m.text_embed_dim, m.pooled_dim = "embeddings", 12, 6
+  m.guidance_embeds = True
+  return c
+
+
+def embedding_scene(c, seed: int = 0):
+  """`three_shot_scene`'s shapes (3, 1 and 2 frames) with random text
+  embeddings and pooled vectors."""
+  rng = np.random.default_rng(seed)
+  L, E, P = c.scene.max_text_len, c.model.text_embed_dim, c.model.pooled_dim
+  emb = lambda: rng.standard_normal((L, E)).astype(np.float32)
+  pooled = lambda: rng.standard_normal(P).astype(np.float32)
+  shots = [Shot(emb(), 4, 3, pooled=pooled(), seed=10),
+           Shot(emb(), 2, 1, pooled=pooled(), seed=11),
+           Shot(emb(), 3, 2, pooled=pooled(), seed=12)]
+  return Scene(emb(), 3, shots, pooled=pooled())
+
+
+@pytest.mark.parametrize("mesh_shape", [None, (1, 1, 4, 2)])
+def test_hunyuan_shaped_cached_generation_equals_recomputation(mesh_shape):
+  """The contract for a model with single-stream blocks and a token
+  refiner, on one device and with the tokens over a 'context' axis of 4
+  (heads over 'tensor' 2)."""
+  from lct_jax.parallel import make_mesh
+  c = hunyuan_shaped_config()
+  c.model.context_strategy = "ring"
+  graphdef, params = nnx.split(MMDiT(c, rngs=nnx.Rngs(7)), nnx.Param)
+  mesh = None if mesh_shape is None else make_mesh(
+      dict(zip(("data", "fsdp", "context", "tensor"), mesh_shape)))
+  sampler = Sampler(c, graphdef, nnx.to_pure_dict(params), steps=2,
+                    shift=2.0, cfg_scale=2.5, t_c=0.3, guidance=3.0,
+                    mesh=mesh)
+  scene = embedding_scene(c)
+  cached = sampler.causal(scene)
+  recomputed = sampler.bidirectional_ar(scene)
+  errs = [rel_err(a, b) for a, b in zip(cached, recomputed)]
+  assert max(errs) <= 1e-5, errs
+  # Not vacuous: the single-stream blocks' history reaches the last shot.
+  other = Scene(scene.text, scene.text_len,
+                [Shot(scene.shots[0].text + 1.0, 4, 3,
+                      pooled=scene.shots[0].pooled, seed=10)]
+                + scene.shots[1:], pooled=scene.pooled)
+  assert rel_err(sampler.causal(other)[2], cached[2]) > 1e-3
+
+
+def test_cache_holds_every_layer_of_every_block_kind():
+  c = hunyuan_shaped_config()
+  model = MMDiT(c, rngs=nnx.Rngs(0))
+  L, E = c.scene.max_text_len, c.model.text_embed_dim
+  cache = kv_cache.init_cache(model, np.zeros((1, L, E), np.float32),
+                              np.int32([2]), np.zeros((1, 6), np.float32),
+                              capacity=2, guidance_B=np.float32([1.0]))
+  assert cache.kv.vid_k.shape[0] == c.model.depth + 2
+  assert cache.kv.txt_k.shape[:3] == (c.model.depth + 2, 1, 3)
+
+
+def test_forward_against_a_cache_needs_the_causal_mask():
+  c = tiny_config()
+  model = MMDiT(c, rngs=nnx.Rngs(0))           # bidirectional
+  c2 = tiny_config()
+  c2.model.attention_mask = "context_causal"
+  cache = kv_cache.init_cache(MMDiT(c2, rngs=nnx.Rngs(0)),
+                              np.zeros((1, 4), np.int32), np.int32([2]),
+                              capacity=2)
+  z = np.zeros((1, 1, 3, 4, 4, 2), np.float32)
+  with pytest.raises(ValueError, match="context_causal"):
+    model(z, np.zeros((1, 1), np.float32), np.zeros((1, 1, 4), np.int32),
+          np.int32([[2]]), np.int32([[3]]), cache=cache)
+
+
+@pytest.mark.parametrize("change, named", [
+    (dict(depth=3), "depth 2 \\(cache\\) vs 3"),
+    (dict(depth=1, num_single_layers=1), "num_single_layers 0 \\(cache\\) vs 1"),
+    (dict(width=64, num_heads=4), "num_heads 2 \\(cache\\) vs 4"),
+])
+def test_a_cache_of_another_model_is_refused_by_name(change, named):
+  """Same layer count, other block kinds, or another head split: each a
+  clear error naming the difference, not a shape error deep in a scan."""
+  c = tiny_config()
+  c.model.attention_mask = "context_causal"
+  assert (c.model.depth, c.model.num_heads, c.model.head_dim) == (2, 2, 16)
+  cache = kv_cache.init_cache(MMDiT(c, rngs=nnx.Rngs(0)),
+                              np.zeros((1, 4), np.int32), np.int32([2]),
+                              capacity=2)
+  for k, v in change.items():
+    setattr(c.model, k, v)
+  other = MMDiT(c, rngs=nnx.Rngs(0))
+  z = np.zeros((1, 1, 3, 4, 4, 2), np.float32)
+  with pytest.raises(ValueError, match=named):
+    other(z, np.zeros((1, 1), np.float32), np.zeros((1, 1, 4), np.int32),
+          np.int32([[2]]), np.int32([[3]]), cache=cache)

@@ -135,9 +135,10 @@ def test_timestep_changes_only_its_groups_conditioning():
   t = jnp.array([[0.2, 0.5, 0.8], [0.1, 0.4, 0.6]])
   t2 = t.at[:, 1].set(0.95)                               # shot 2 = group 2
   layout = build_layout(model.geom, b["text_len"], b["num_frames"])
-  txt, pooled = model.embed_text(jnp.asarray(b["text"]), b["text_len"], None)
-  ctx = model.block_inputs(model.conditioning(t, pooled), layout)
-  ctx2 = model.block_inputs(model.conditioning(t2, pooled), layout)
+  pooled = model.pooled_text(jnp.asarray(b["text"]), b["text_len"], None)
+  ctx, ctx2 = (model.block_inputs(
+      model.conditioning(model.group_timesteps(t_), pooled), model.geom,
+      layout) for t_ in (t, t2))
   # Per-group vectors: only group 2 differs, for text and video.
   dv = np.any(ctx.silu_c_vid_BxVxD != ctx2.silu_c_vid_BxVxD, axis=(0, 2))
   dt = np.any(ctx.silu_c_txt_BxGxD != ctx2.silu_c_txt_BxGxD, axis=(0, 2))

@@ -68,10 +68,10 @@ def test_cache_is_sharded_over_context_and_tensor():
   mesh = make_mesh(dict(data=1, fsdp=2, context=2, tensor=2))
   sampler = Sampler(c, graphdef, params, steps=1, mesh=mesh)
   cache = sampler.new_cache(_scene(c))
-  spec = cache.vid_k.sharding.spec
+  spec = cache.kv.vid_k.sharding.spec
   assert spec[3] == "context" and spec[4] == "tensor", spec
-  shard = cache.vid_k.addressable_shards[0].data
-  assert shard.size * 4 == cache.vid_k.size
+  shard = cache.kv.vid_k.addressable_shards[0].data
+  assert shard.size * 4 == cache.kv.vid_k.size
 
 
 def test_mesh_that_cannot_run_the_strategy_fails_before_tracing():

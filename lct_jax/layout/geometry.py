@@ -50,6 +50,14 @@ class SceneGeometry:
             f"scene.{name}={getattr(self, name)} is not divisible by the "
             f"spatial patch size patch={self.patch}")
 
+  def with_shots(self, n: int) -> "SceneGeometry":
+    """This geometry with n shot slots. n = 0 (the global prompt alone, the
+    first forward of a KV cache) is allowed here only: a scene batch always
+    has a shot slot, so the constructor refuses it."""
+    geom = dataclasses.replace(self, max_shots=max(int(n), 1))
+    object.__setattr__(geom, "max_shots", int(n))   # frozen: set past the check
+    return geom
+
   @classmethod
   def from_config(cls, config) -> "SceneGeometry":
     s, m = config.scene, config.model

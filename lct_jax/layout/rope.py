@@ -60,7 +60,8 @@ def apply_rope(x_BxSxHxD: jax.Array, cos_BxSxK: jax.Array,
   """
   dtype = x_BxSxHxD.dtype
   x = x_BxSxHxD.astype(jnp.float32)
-  x = x.reshape(*x.shape[:-1], -1, 2)            # [B, S, H, K, 2]
+  # An explicit K, not -1: a stream may have no tokens (zero size).
+  x = x.reshape(*x.shape[:-1], x.shape[-1] // 2, 2)   # [B, S, H, K, 2]
   x_even, x_odd = x[..., 0], x[..., 1]
   cos, sin = cos_BxSxK[..., None, :], sin_BxSxK[..., None, :]
   out = jnp.stack([x_even * cos - x_odd * sin,

@@ -1,3 +1,5 @@
 """The MMDiT (DESIGN.md section 3)."""
-from lct_jax.model.block import BlockInputs, DualStreamBlock, JointAttention
+from lct_jax.model.block import DualStreamBlock, JointAttention
+from lct_jax.model.kv_cache import KVCache
 from lct_jax.model.mmdit import MMDiT, ModelConfig
+from lct_jax.model.streams import BlockInputs, StreamKV

@@ -6,65 +6,12 @@ Parameter names mirror diffusers' `HunyuanVideoTransformerBlock`
 """
 from __future__ import annotations
 
-import dataclasses
-
 import jax
 from flax import nnx
 
-from lct_jax import attention
-from lct_jax.attention import striping
-from lct_jax.layout import apply_rope
 from lct_jax.model.layers import (AdaLNZero, FeedForward, RMSNorm, layer_norm,
                                   linear, modulate)
-from lct_jax.parallel import constrain
-
-
-@dataclasses.dataclass(frozen=True)
-class BlockInputs:
-  """What every block of one forward shares (closed over by the layer scan)."""
-  silu_c_vid_BxVxD: jax.Array     # SiLU(conditioning) per video slot group
-  silu_c_txt_BxGxD: jax.Array     # SiLU(conditioning) per text group
-  rope_vid: tuple[jax.Array, jax.Array]          # (cos, sin) [B, V, T, D/2]
-  rope_txt: tuple[jax.Array, jax.Array] | None   # [B, G, L, D/2]; None: none
-  # Over the joint sequence in `striping` order for `context` devices (the
-  # plain [video ; text] concatenation when context == 1).
-  mask: attention.GroupMask
-  attention_impl: str = "auto"
-  block_q: int = 512
-  block_kv: int = 512
-  context: int = 1                # the mesh's context axis at trace time
-  context_strategy: str = "all_gather"
-
-
-def striped_attention(vid_qkv, txt_qkv, mask: attention.GroupMask, n: int, *,
-                      impl: str, block_q: int, block_kv: int,
-                      context_strategy: str):
-  """One attention over [video ; text] in context-parallel (`striping`) order.
-
-  vid_qkv: (q, k, v) [B, V, T, H, Dh]; txt_qkv: [B, G, L, H, Dh]. Keys may
-  hold more slots than queries (the KV cache: one shot against its
-  history); `mask` is over the striped sequences for n context devices.
-  Returns the outputs per stream in the queries' shapes.
-  """
-  on_length = lambda x: constrain(
-      x, ("batch", None, "length", "act_heads", None))
-  joint = lambda a_v, a_t: constrain(striping.stripe([on_length(a_v), a_t],
-                                                     n),
-                                     ("batch", "length", "act_heads", None))
-  q, k, v = (joint(a_v, a_t) for a_v, a_t in zip(vid_qkv, txt_qkv))
-  o = attention.attend(q, k, v, mask, impl=impl, block_q=block_q,
-                       block_kv=block_kv, context_strategy=context_strategy)
-  shapes = (vid_qkv[0].shape[1:3], txt_qkv[0].shape[1:3])
-  return striping.unstripe(o, shapes, n)
-
-
-def joint_attention(vid_qkv, txt_qkv, ctx: BlockInputs):
-  """`striped_attention` over the whole scene with the block inputs' mask
-  and kernel settings."""
-  return striped_attention(
-      vid_qkv, txt_qkv, ctx.mask, ctx.context, impl=ctx.attention_impl,
-      block_q=ctx.block_q, block_kv=ctx.block_kv,
-      context_strategy=ctx.context_strategy)
+from lct_jax.model.streams import BlockInputs, StreamKV, joint_attention
 
 
 class JointAttention(nnx.Module):
@@ -127,35 +74,20 @@ class DualStreamBlock(nnx.Module):
     self.ff_context = FeedForward(width, hidden, rngs=rngs)
 
   def __call__(self, vid_BxVxTxD: jax.Array, txt_BxGxLxD: jax.Array,
-               ctx: BlockInputs) -> tuple[jax.Array, jax.Array]:
-
-    def attend(vid_qkv, txt_qkv):
-      # RoPE, then joint attention over [video ; text] in context-parallel
-      # order.
-      (q_v, k_v, v_v), (q_t, k_t, v_t) = vid_qkv, txt_qkv
-      q_v, k_v = apply_rope(q_v, *ctx.rope_vid), apply_rope(k_v, *ctx.rope_vid)
-      if ctx.rope_txt is not None:
-        q_t = apply_rope(q_t, *ctx.rope_txt)
-        k_t = apply_rope(k_t, *ctx.rope_txt)
-      return joint_attention((q_v, k_v, v_v), (q_t, k_t, v_t), ctx)
-
-    return self.forward(vid_BxVxTxD, txt_BxGxLxD, ctx.silu_c_vid_BxVxD,
-                        ctx.silu_c_txt_BxGxD, attend)
-
-  def forward(self, vid_BxVxTxD, txt_BxGxLxD, silu_c_vid_BxVxD,
-              silu_c_txt_BxGxD, attend):
-    """The block with its attention supplied: `attend(vid_qkv, txt_qkv)` gets
-    each stream's pre-RoPE (q, k, v) and returns the per-stream outputs
-    (`__call__`: the whole scene; the KV cache: own tokens against cached
-    keys). Everything else (modulation, projections, MLPs) lives here once.
+               ctx: BlockInputs, prefix: StreamKV | None = None
+               ) -> tuple[jax.Array, jax.Array, StreamKV]:
+    """-> (video, text, own pre-RoPE K/V). The own tokens attend to
+    [prefix ; own] keys (`streams.joint_attention`); `prefix` is this
+    layer's K/V of the history (the KV cache), or None for a whole scene.
     """
     (v_shift1, v_scale1, v_gate1, v_shift2, v_scale2,
-     v_gate2) = self.norm1(silu_c_vid_BxVxD)
+     v_gate2) = self.norm1(ctx.silu_c_vid_BxVxD)
     (t_shift1, t_scale1, t_gate1, t_shift2, t_scale2,
-     t_gate2) = self.norm1_context(silu_c_txt_BxGxD)
+     t_gate2) = self.norm1_context(ctx.silu_c_txt_BxGxD)
     vid_in = modulate(layer_norm(vid_BxVxTxD), v_shift1, v_scale1)
     txt_in = modulate(layer_norm(txt_BxGxLxD), t_shift1, t_scale1)
-    o_vid, o_txt = attend(*self.attn.qkv(vid_in, txt_in))
+    (o_vid, o_txt), own_kv = joint_attention(
+        *self.attn.qkv(vid_in, txt_in), ctx, prefix)
     vid_attn, txt_attn = self.attn.output(o_vid, o_txt)
     vid = vid_BxVxTxD + v_gate1[:, :, None] * vid_attn
     txt = txt_BxGxLxD + t_gate1[:, :, None] * txt_attn
@@ -165,4 +97,4 @@ class DualStreamBlock(nnx.Module):
         modulate(layer_norm(vid), v_shift2, v_scale2))
     txt = txt + t_gate2[:, :, None] * self.ff_context(
         modulate(layer_norm(txt), t_shift2, t_scale2))
-    return vid, txt
+    return vid, txt, own_kv

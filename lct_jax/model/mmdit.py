@@ -13,13 +13,13 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 from flax import nnx
 
-from lct_jax import attention
-from lct_jax.attention import context, striping
 from lct_jax import configlib
 from lct_jax.layout import SceneGeometry, TokenLayout, build_layout, rope_tables
-from lct_jax.model.block import BlockInputs, DualStreamBlock
+from lct_jax.model.block import DualStreamBlock
+from lct_jax.model.kv_cache import KVCache, cached_layout, model_shape_of
 from lct_jax.model.embeddings import (MLPEmbedder, PatchEmbed, TokenEmbed,
                                       timestep_sinusoid, unpatchify,
                                       SINUSOID_DIM)
@@ -28,6 +28,7 @@ from lct_jax.model.prediction import to_velocity
 from lct_jax.model.refiner import TokenRefiner, masked_mean
 from lct_jax.model.remat import remat
 from lct_jax.model.single_block import SingleStreamBlock
+from lct_jax.model.streams import BlockInputs, Stream, StreamKV
 from lct_jax.parallel import constrain
 
 
@@ -156,42 +157,52 @@ class MMDiT(nnx.Module):
     return self.config.geom
 
   # --- conditioning -----------------------------------------------------------
-  def embed_text(self, text_BxGxL: jax.Array, text_len_BxG: jax.Array,
-                 pooled_BxGxP: jax.Array | None,
-                 t_BxN: jax.Array | None = None):
-    """-> (text tokens [B, G, L, D], pooled vector or None).
+  def pooled_text(self, text_BxGxL: jax.Array, text_len_BxG: jax.Array,
+                  pooled_BxGxP: jax.Array | None) -> jax.Array | None:
+    """Each group's own pooled text vector [B, G, P], or None without
+    `model.use_pooled_text`: the given one, or in tokens mode the mean of
+    the real tokens' embeddings (a stand-in for a CLIP-style vector)."""
+    m = self.config.model
+    if not m.use_pooled_text:
+      return None
+    if m.text_mode != "tokens":
+      return pooled_BxGxP
+    emb_BxGxLxE = self.context_embedder.token_embedder(text_BxGxL)
+    valid = (jnp.arange(text_BxGxL.shape[-1]) < text_len_BxG[..., None])
+    w = valid.astype(emb_BxGxLxE.dtype)[..., None]
+    return (jnp.sum(emb_BxGxLxE * w, axis=2)
+            / jnp.maximum(jnp.sum(w, axis=2), 1.0))
 
-    `t_BxN` (per-shot timesteps) is needed only by the token refiner.
+  def embed_text(self, text_BxGxL: jax.Array, text_len_BxG: jax.Array,
+                 t_BxG: jax.Array | None = None) -> jax.Array:
+    """-> text tokens [B, G, L, D] of these groups.
+
+    `t_BxG` (each group's timestep, `group_timesteps`) is needed only by
+    the token refiner.
     """
     m = self.config.model
     ce = self.context_embedder
     if m.text_mode == "tokens":
       emb_BxGxLxE = ce.token_embedder(text_BxGxL)
-      if m.use_pooled_text:
-        # Mean over the real tokens stands in for a CLIP-style pooled vector.
-        valid = (jnp.arange(text_BxGxL.shape[-1]) < text_len_BxG[..., None])
-        w = valid.astype(emb_BxGxLxE.dtype)[..., None]
-        pooled_BxGxP = (jnp.sum(emb_BxGxLxE * w, axis=2)
-                        / jnp.maximum(jnp.sum(w, axis=2), 1.0))
     else:
       emb_BxGxLxE = text_BxGxL
     emb_BxGxLxE = emb_BxGxLxE.astype(self._dtype())
     txt_BxGxLxD = ce.proj_in(emb_BxGxLxE)
     if m.num_refiner_layers:
-      if t_BxN is None:
-        raise ValueError("model.num_refiner_layers > 0: pass t_BxN")
+      if t_BxG is None:
+        raise ValueError("model.num_refiner_layers > 0: pass t_BxG")
       txt_BxGxLxD = self._refine(txt_BxGxLxD, emb_BxGxLxE, text_len_BxG,
-                                 t_BxN)
-    return txt_BxGxLxD, (pooled_BxGxP if m.use_pooled_text else None)
+                                 t_BxG)
+    return txt_BxGxLxD
 
-  def _refine(self, txt_BxGxLxD, emb_BxGxLxE, text_len_BxG, t_BxN):
+  def _refine(self, txt_BxGxLxD, emb_BxGxLxE, text_len_BxG, t_BxG):
     """Each group's prompt through the token refiner at the group's t."""
     m, ce = self.config.model, self.context_embedder
     B, G, L, D = txt_BxGxLxD.shape
     valid_NxL = (jnp.arange(L)[None] <
                  jnp.asarray(text_len_BxG).reshape(B * G, 1))
     pooled_NxE = masked_mean(emb_BxGxLxE.reshape(B * G, L, -1), valid_NxL)
-    sinus = timestep_sinusoid(self.group_timesteps(t_BxN) * m.timestep_scale)
+    sinus = timestep_sinusoid(t_BxG * m.timestep_scale)
     tte = ce.time_text_embed
     c_NxD = (tte.timestep_embedder(sinus.astype(self._dtype()))
              .reshape(B * G, D) + tte.text_embedder(pooled_NxE))
@@ -206,20 +217,14 @@ class MMDiT(nnx.Module):
         [jnp.full((B, 1), self.config.model.global_timestep, t_BxN.dtype),
          t_BxN], axis=1)
 
-  def conditioning(self, t_BxN, pooled_BxGxP, guidance_B=None) -> jax.Array:
-    """Per-group conditioning c [B, G, D]; group 0 (global) at a fixed t.
-
-    `pooled_BxGxP` is each group's own pooled text (`embed_text`'s), group
-    0 the global prompt's.
-    """
+  def conditioning(self, t_BxG, pooled_BxGxP, guidance_B=None) -> jax.Array:
+    """Per-group conditioning c [B, G, D] of these groups, from their
+    timesteps and the pooled text vector that drives each (`_pooled_in`)."""
     m = self.config.model
-    t_BxG = self.group_timesteps(t_BxN)
     tte = self.time_text_embed
     sinus = timestep_sinusoid(t_BxG * m.timestep_scale)
     c_BxGxD = tte.timestep_embedder(sinus.astype(self._dtype()))
     if m.use_pooled_text:
-      if m.pooled_text_with_global:
-        pooled_BxGxP = with_global_pooled(pooled_BxGxP)
       c_BxGxD = c_BxGxD + tte.text_embedder(pooled_BxGxP.astype(self._dtype()))
     if m.guidance_embeds:
       if guidance_B is None:
@@ -229,13 +234,28 @@ class MMDiT(nnx.Module):
       c_BxGxD = c_BxGxD + g[:, None]
     return c_BxGxD
 
+  def _pooled_in(self, own_pooled_BxGxP, global_pooled_BxP, first_group):
+    """The pooled vector each own group's adaLN reads: its own, plus the
+    global prompt's for shot groups under `model.pooled_text_with_global`.
+    `first_group` is the id of the first own group (0: it is the global)."""
+    if own_pooled_BxGxP is None or not self.config.model.pooled_text_with_global:
+      return own_pooled_BxGxP
+    if first_group == 0:
+      return with_global_pooled(own_pooled_BxGxP)
+    return own_pooled_BxGxP + global_pooled_BxP[:, None].astype(
+        own_pooled_BxGxP.dtype)
+
   def _dtype(self):
     return jnp.dtype(self.config.model.compute_dtype)
 
   # --- the transformer over tokens --------------------------------------------
-  def block_inputs(self, c_BxGxD: jax.Array, layout: TokenLayout
+  def block_inputs(self, c_BxGxD: jax.Array, geom: SceneGeometry,
+                   layout: TokenLayout, *, prefix_groups: int = 0
                    ) -> BlockInputs:
-    m, geom = self.config.model, self.geom
+    """Inputs shared by every block: the own groups are those from
+    `prefix_groups` on (their conditioning `c_BxGxD`); earlier groups are
+    the prefix, read from a cache. `layout` is `geom`'s."""
+    m = self.config.model
     B = c_BxGxD.shape[0]
     cos, sin = rope_tables(layout.pos_BxSx3, m.rope_axes_dim, m.rope_theta)
     Sv, V, T = geom.video_len, geom.num_video_slots, geom.tokens_per_slot
@@ -244,86 +264,153 @@ class MMDiT(nnx.Module):
         x[:, :Sv].reshape(B, V, T, *x.shape[2:]),
         ("batch", None, "length") + (None,) * (x.ndim - 2))
     as_txt = lambda x: x[:, Sv:].reshape(B, G, L, *x.shape[2:])
-    # The joint sequence in context-parallel order (`striping`): with the
-    # mesh's context axis n, every device's chunk holds the same groups.
-    n = context.mesh_axis_size(context.AXIS)
-    shapes = ((V, T), (G, L))
-    mask = attention.GroupMask(
-        q_group=striping.striped_ids(layout.groups_S, shapes, n),
-        kv_group=striping.striped_ids(layout.groups_S, shapes, n),
-        kv_valid=striping.stripe([as_vid(layout.valid_BxS),
-                                  as_txt(layout.valid_BxS)], n),
-        causal=m.attention_mask == "context_causal")
+    vid_groups = geom.video_slot_groups
+    # Video slots of the prefix: those of its groups (the dummy block is
+    # group 0's).
+    pv = int(np.sum(vid_groups < prefix_groups))
+
+    def stream(as_slots, groups_P, p0, rope):
+      tables = (as_slots(cos), as_slots(sin))
+      return Stream(groups_P=groups_P,
+                    valid_BxPxR=as_slots(layout.valid_BxS),
+                    rope_prefix=(tables[0][:, :p0], tables[1][:, :p0])
+                    if rope else None,
+                    rope_own=(tables[0][:, p0:], tables[1][:, p0:])
+                    if rope else None,
+                    num_prefix=p0)
+
     silu_c = jax.nn.silu(c_BxGxD)
     return BlockInputs(
-        silu_c_vid_BxVxD=silu_c[:, geom.video_slot_groups],
+        silu_c_vid_BxVxD=silu_c[:, vid_groups[pv:] - prefix_groups],
         silu_c_txt_BxGxD=silu_c,
-        rope_vid=(as_vid(cos), as_vid(sin)),
-        rope_txt=(as_txt(cos), as_txt(sin)) if m.text_rope else None,
-        mask=mask, attention_impl=m.attention_impl,
-        block_q=m.block_q, block_kv=m.block_kv, context=n,
-        context_strategy=m.context_strategy)
+        vid=stream(as_vid, vid_groups, pv, True),
+        txt=stream(as_txt, np.arange(G, dtype=np.int32), prefix_groups,
+                   m.text_rope),
+        causal=m.attention_mask == "context_causal",
+        attention_impl=m.attention_impl, block_q=m.block_q,
+        block_kv=m.block_kv, context_strategy=m.context_strategy)
 
-  def run_blocks(self, vid_BxVxTxD, txt_BxGxLxD, ctx: BlockInputs):
-    """All blocks: one scan over the stacked dual-stream parameters, then
-    (HunyuanVideo) one over the single-stream ones."""
-    carry = self._scan(self.transformer_blocks, (vid_BxVxTxD, txt_BxGxLxD),
-                       ctx)
-    if self.config.model.num_single_layers:
-      carry = self._scan(self.single_transformer_blocks, carry, ctx)
-    return carry
+  def run_blocks(self, vid_BxVxTxD, txt_BxGxLxD, ctx: BlockInputs,
+                 prefix: StreamKV | None = None, *, kv_out: bool = False):
+    """All blocks -> (video, text, own K/V of every layer or None): one
+    scan over the stacked dual-stream parameters, then (HunyuanVideo) one
+    over the single-stream ones. `prefix`: the cache's K/V of every layer,
+    in the same order."""
+    m = self.config.model
+    stacks = [(self.transformer_blocks, m.depth)]
+    if m.num_single_layers:
+      stacks.append((self.single_transformer_blocks, m.num_single_layers))
+    carry, kvs, first = (vid_BxVxTxD, txt_BxGxLxD), [], 0
+    for blocks, depth in stacks:
+      layers = (None if prefix is None else jax.tree.map(
+          lambda x, a=first, b=first + depth: x[a:b], prefix))
+      carry, kv = self._scan(blocks, carry, ctx, layers, kv_out)
+      kvs.append(kv)
+      first += depth
+    kv = (jax.tree.map(lambda *xs: jnp.concatenate(xs, axis=0), *kvs)
+          if kv_out else None)
+    return carry[0], carry[1], kv
 
-  def _scan(self, stacked_blocks, carry, ctx: BlockInputs):
+  def _scan(self, stacked_blocks, carry, ctx: BlockInputs, prefix_layers,
+            kv_out: bool):
+    """One `lax.scan` over (layer parameters, layer slice of the prefix)
+    with the configured remat policy."""
     graphdef, params = nnx.split(stacked_blocks)
 
-    def body(carry, layer_params):
-      vid, txt = carry
-      vid, txt = nnx.merge(graphdef, layer_params)(vid, txt, ctx)
-      vid = constrain(vid, ("batch", None, "length", "act_embed"))
-      txt = constrain(txt, ("batch", None, None, "act_embed"))
-      return (vid, txt), None
+    def body(carry, xs):
+      layer_params, prefix = xs
+      vid, txt, own = nnx.merge(graphdef, layer_params)(*carry, ctx, prefix)
+      # Float32 parameters with a bf16 compute dtype promote the block's
+      # outputs; the carry keeps the dtype it came in with.
+      vid = constrain(vid.astype(carry[0].dtype),
+                      ("batch", None, "length", "act_embed"))
+      txt = constrain(txt.astype(carry[1].dtype),
+                      ("batch", None, None, "act_embed"))
+      return (vid, txt), (own.astype(carry[0].dtype) if kv_out else None)
 
     body = remat(body, self.config.model.remat_policy)
-    carry, _ = jax.lax.scan(body, carry, params)
-    return carry
+    return jax.lax.scan(body, carry, (params, prefix_layers))
 
   def final_layer(self, vid_BxVxTxD, silu_c_vid_BxVxD) -> jax.Array:
     scale, shift = jnp.split(self.norm_out.linear(silu_c_vid_BxVxD), 2, -1)
     x = layer_norm(vid_BxVxTxD) * (1 + scale[:, :, None]) + shift[:, :, None]
     return self.proj_out(x)
 
-  # --- the whole forward --------------------------------------------------------
+  # --- the one forward ----------------------------------------------------------
   def __call__(self, latents_BxNxFxHxWxC: jax.Array, t_BxN: jax.Array,
                text_BxGxL: jax.Array, text_len_BxG: jax.Array,
                num_frames_BxN: jax.Array, pooled_BxGxP: jax.Array | None = None,
-               guidance_B: jax.Array | None = None) -> jax.Array:
-    """Velocity for every shot slot, [B, N, F, H, W, C_out].
+               guidance_B: jax.Array | None = None, *,
+               cache: KVCache | None = None, pool_BxC: jax.Array | None = None,
+               kv_out: bool = False):
+    """Velocity for every given shot, [B, N, F, H, W, C_out]; with
+    `kv_out`, also the own tokens' pre-RoPE K/V of every layer
+    (`StreamKV`, [layers, B, slots, tokens, H, Dh], for `KVCache`).
+
+    Without `cache`: a scene of N shots (N may be 0: the global prompt
+    alone, the cache's first entry); the text holds G = N + 1 groups,
+    group 0 the global prompt.
+    With `cache`: N new shots after the cache's history slots that
+    `pool_BxC` (bool [B, C], default all) selects; the text holds the N
+    shots' groups only (the global prompt is in the cache). Needs
+    `model.attention_mask = 'context_causal'`, under which the history
+    does not depend on the new shots.
 
     `text_BxGxL` holds token ids (tokens mode) or embeddings [B, G, L, E]
     (embeddings mode). Outputs at padded frames and shots are meaningless.
     """
-    m, geom = self.config.model, self.geom
+    m = self.config.model
     dtype = self._dtype()
-    layout = build_layout(geom, text_len_BxG, num_frames_BxN,
-                          text_rope=m.text_rope)
-    txt, pooled = self.embed_text(text_BxGxL, text_len_BxG, pooled_BxGxP,
-                                  t_BxN)
-    c_BxGxD = self.conditioning(t_BxN, pooled, guidance_B)
-    ctx = self.block_inputs(c_BxGxD, layout)
+    B, N = latents_BxNxFxHxWxC.shape[:2]
+    G = text_BxGxL.shape[1]
+    if cache is None:
+      if G != N + 1:
+        raise ValueError(f"a scene of {N} shots needs {N + 1} text groups "
+                         f"(global prompt first), got {G}")
+      geom = self.geom.with_shots(N)
+      layout = build_layout(geom, text_len_BxG, num_frames_BxN,
+                            text_rope=m.text_rope)
+      t_BxG, first_group, global_pooled = self.group_timesteps(t_BxN), 0, None
+    else:
+      if m.attention_mask != "context_causal":
+        raise ValueError("a forward against a KV cache needs "
+                         "model.attention_mask='context_causal', got "
+                         f"{m.attention_mask!r}")
+      cache.check_model(model_shape_of(m, self.geom))
+      if G != N:
+        raise ValueError(f"{N} new shots against a KV cache need {N} text "
+                         f"groups (theirs; the global prompt is cached), "
+                         f"got {G}")
+      if pool_BxC is None:
+        pool_BxC = jnp.ones((B, cache.capacity), bool)
+      geom, layout = cached_layout(self.geom, cache, pool_BxC, text_len_BxG,
+                                   num_frames_BxN, text_rope=m.text_rope)
+      t_BxG, first_group = t_BxN, 1 + cache.capacity
+      global_pooled = cache.global_pooled
+    txt = self.embed_text(text_BxGxL, text_len_BxG, t_BxG)
+    pooled = self._pooled_in(
+        self.pooled_text(text_BxGxL, text_len_BxG, pooled_BxGxP),
+        global_pooled, first_group)
+    c_BxGxD = self.conditioning(t_BxG, pooled, guidance_B)
+    ctx = self.block_inputs(c_BxGxD, geom, layout, prefix_groups=first_group)
 
     vid = self.x_embedder(latents_BxNxFxHxWxC.astype(dtype), m.patch_t,
                           m.patch)
-    if geom.global_dummy_tokens:
-      # The dummy block is a zero (clean) latent frame embedded like video.
-      B, _, T, _ = vid.shape
-      dummy = self.x_embedder.proj(jnp.zeros((B, 1, T, geom.patch_dim), dtype))
-      vid = jnp.concatenate([dummy, vid], axis=1)
+    # The dummy block (a zero, clean latent frame embedded like video) is
+    # the global group's: own tokens of a scene, cached for a new shot.
+    dummy = cache is None and geom.global_dummy_tokens
+    if dummy:
+      T = vid.shape[2]
+      vid = jnp.concatenate(
+          [self.x_embedder.proj(jnp.zeros((B, 1, T, geom.patch_dim), dtype)),
+           vid], axis=1)
     vid = constrain(vid, ("batch", None, "length", "act_embed"))
-    vid, _ = self.run_blocks(vid, txt, ctx)
-    if geom.global_dummy_tokens:
-      vid, silu_c_vid = vid[:, 1:], ctx.silu_c_vid_BxVxD[:, 1:]
-    else:
-      silu_c_vid = ctx.silu_c_vid_BxVxD
+    vid, _, kv = self.run_blocks(
+        vid, txt, ctx, None if cache is None else cache.kv, kv_out=kv_out)
+    silu_c_vid = ctx.silu_c_vid_BxVxD
+    if dummy:
+      vid, silu_c_vid = vid[:, 1:], silu_c_vid[:, 1:]
     out = self.final_layer(vid, silu_c_vid)
     out = unpatchify(out, geom.grid, m.patch_t, m.patch)
-    return to_velocity(out, latents_BxNxFxHxWxC, t_BxN, m)
+    v = to_velocity(out, latents_BxNxFxHxWxC, t_BxN, m)
+    return (v, kv) if kv_out else v

@@ -18,10 +18,9 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from lct_jax.layout import apply_rope
-from lct_jax.model.block import BlockInputs, joint_attention
 from lct_jax.model.layers import (AdaLNZero, RMSNorm, gelu_tanh, layer_norm,
                                   linear, modulate)
+from lct_jax.model.streams import BlockInputs, StreamKV, joint_attention
 
 
 class SingleAttention(nnx.Module):
@@ -38,14 +37,12 @@ class SingleAttention(nnx.Module):
     self.norm_q = RMSNorm(head_dim)
     self.norm_k = RMSNorm(head_dim)
 
-  def qkv(self, x_BxSxD, rope):
-    """-> q, k, v [..., H, Dh]; RoPE on q and k unless `rope` is None."""
+  def qkv(self, x_BxSxD):
+    """-> q, k, v [..., H, Dh], before RoPE."""
     heads = lambda z: z.reshape(*z.shape[:-1], self.num_heads, self.head_dim)
     q = self.norm_q(heads(self.to_q(x_BxSxD)))
     k = self.norm_k(heads(self.to_k(x_BxSxD)))
     v = heads(self.to_v(x_BxSxD))
-    if rope is not None:
-      q, k = apply_rope(q, *rope), apply_rope(k, *rope)
     return q, k, v
 
 
@@ -64,17 +61,20 @@ class SingleStreamBlock(nnx.Module):
                            rngs=rngs)
 
   def __call__(self, vid_BxVxTxD: jax.Array, txt_BxGxLxD: jax.Array,
-               ctx: BlockInputs) -> tuple[jax.Array, jax.Array]:
+               ctx: BlockInputs, prefix: StreamKV | None = None
+               ) -> tuple[jax.Array, jax.Array, StreamKV]:
+    """-> (video, text, own pre-RoPE K/V), as `DualStreamBlock`."""
     v_shift, v_scale, v_gate = self.norm(ctx.silu_c_vid_BxVxD)
     t_shift, t_scale, t_gate = self.norm(ctx.silu_c_txt_BxGxD)
     vid_in = modulate(layer_norm(vid_BxVxTxD), v_shift, v_scale)
     txt_in = modulate(layer_norm(txt_BxGxLxD), t_shift, t_scale)
 
-    # Joint attention over [video ; text] (diffusers' order), in
-    # context-parallel order like the dual-stream block.
-    o_vid, o_txt = joint_attention(self.attn.qkv(vid_in, ctx.rope_vid),
-                                   self.attn.qkv(txt_in, ctx.rope_txt), ctx)
-    flat = lambda o: o.reshape(*o.shape[:-2], -1)
+    # Joint attention over [video ; text] (diffusers' order), as in the
+    # dual-stream block.
+    (o_vid, o_txt), own_kv = joint_attention(
+        self.attn.qkv(vid_in), self.attn.qkv(txt_in), ctx, prefix)
+    # An explicit width, not -1: a stream may have no tokens (zero size).
+    flat = lambda o: o.reshape(*o.shape[:-2], o.shape[-2] * o.shape[-1])
 
     def branch(x_in, o_in):
       mlp = gelu_tanh(self.proj_mlp(x_in))
@@ -82,4 +82,4 @@ class SingleStreamBlock(nnx.Module):
 
     vid = vid_BxVxTxD + v_gate[:, :, None] * branch(vid_in, flat(o_vid))
     txt = txt_BxGxLxD + t_gate[:, :, None] * branch(txt_in, flat(o_txt))
-    return vid, txt
+    return vid, txt, own_kv

@@ -34,6 +34,20 @@ def _text(text, text_len, pooled, use_cfg):
   return text, text_len, pooled
 
 
+def shot_forward(model, cache, pool_BxC, z_BxFxHxWxC, t_B, text_BxL,
+                  text_len_B, num_frames_B, pooled_BxP, guidance_B, *,
+                  kv_out=False):
+  """The model's forward of one new shot against the cache (a scene axis
+  of one shot around it)."""
+  one = lambda x: None if x is None else jnp.asarray(x)[:, None]
+  out = model(one(z_BxFxHxWxC), one(t_B), one(text_BxL), one(text_len_B),
+              one(num_frames_B), one(pooled_BxP), guidance_B, cache=cache,
+              pool_BxC=pool_BxC, kv_out=kv_out)
+  if kv_out:
+    return out[0][:, 0], out[1]
+  return out[:, 0]
+
+
 def init(model, text_BxL, text_len_B, pooled_BxP, *, capacity: int,
          use_cfg: bool, guidance_B=None) -> kv_cache.KVCache:
   text, text_len, pooled = _text(text_BxL, text_len_B, pooled_BxP, use_cfg)
@@ -55,8 +69,8 @@ def denoise(model, cache, pool_BxC, text_BxL, text_len_B, pooled_BxP,
   def velocity(z, t):
     z = _two(z) if use_cfg else z
     t_B = jnp.full((z.shape[0],), t, jnp.float32)
-    v, _ = kv_cache.forward_shot(model, cache, pool_BxC, z, t_B, text,
-                                 text_len, num_frames_B, pooled, guidance_B)
+    v = shot_forward(model, cache, pool_BxC, z, t_B, text, text_len,
+                      num_frames_B, pooled, guidance_B)
     return euler.guide(v[:B], v[B:], cfg_scale) if use_cfg else v
 
   z = euler.sample(velocity, eps_BxFxHxWxC, ts)
@@ -74,9 +88,8 @@ def encode(model, cache, slot, pool_BxC, latents_BxFxHxWxC, eps_BxFxHxWxC,
   if use_cfg:
     z, t_c_B, pool_BxC, num_frames_B, guidance_B = map(
         _two, (z, t_c_B, pool_BxC, num_frames_B, guidance_B))
-  _, kv = kv_cache.forward_shot(model, cache, pool_BxC, z, t_c_B, text,
-                                text_len, num_frames_B, pooled, guidance_B,
-                                collect_kv=True)
+  _, kv = shot_forward(model, cache, pool_BxC, z, t_c_B, text, text_len,
+                        num_frames_B, pooled, guidance_B, kv_out=True)
   return cache.write(slot, kv, text_len, num_frames_B)
 
 
