@@ -66,10 +66,11 @@ class BlockInputs:
   vid: Stream
   txt: Stream
   causal: bool
-  attention_impl: str = "auto"
-  block_q: int = 512
-  block_kv: int = 512
-  context_strategy: str = "all_gather"
+  # The model config's attention settings (no defaults here: one place).
+  attention_impl: str
+  block_q: int
+  block_kv: int
+  context_strategy: str
 
 
 def _rotate(x, rope):

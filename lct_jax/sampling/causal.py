@@ -35,8 +35,8 @@ def _text(text, text_len, pooled, use_cfg):
 
 
 def shot_forward(model, cache, pool_BxC, z_BxFxHxWxC, t_B, text_BxL,
-                  text_len_B, num_frames_B, pooled_BxP, guidance_B, *,
-                  kv_out=False):
+                 text_len_B, num_frames_B, pooled_BxP, guidance_B, *,
+                 kv_out=False):
   """The model's forward of one new shot against the cache (a scene axis
   of one shot around it)."""
   one = lambda x: None if x is None else jnp.asarray(x)[:, None]
@@ -70,7 +70,7 @@ def denoise(model, cache, pool_BxC, text_BxL, text_len_B, pooled_BxP,
     z = _two(z) if use_cfg else z
     t_B = jnp.full((z.shape[0],), t, jnp.float32)
     v = shot_forward(model, cache, pool_BxC, z, t_B, text, text_len,
-                      num_frames_B, pooled, guidance_B)
+                     num_frames_B, pooled, guidance_B)
     return euler.guide(v[:B], v[B:], cfg_scale) if use_cfg else v
 
   z = euler.sample(velocity, eps_BxFxHxWxC, ts)
@@ -89,7 +89,7 @@ def encode(model, cache, slot, pool_BxC, latents_BxFxHxWxC, eps_BxFxHxWxC,
     z, t_c_B, pool_BxC, num_frames_B, guidance_B = map(
         _two, (z, t_c_B, pool_BxC, num_frames_B, guidance_B))
   _, kv = shot_forward(model, cache, pool_BxC, z, t_c_B, text, text_len,
-                        num_frames_B, pooled, guidance_B, kv_out=True)
+                       num_frames_B, pooled, guidance_B, kv_out=True)
   return cache.write(slot, kv, text_len, num_frames_B)
 
 
