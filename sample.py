@@ -5,7 +5,7 @@ r"""Samples a scene from a trained LCT model: joint, causal or bidirectional AR.
   python sample.py --workdir runs/demo_causal --scene scenes/example.json \
       --mode causal --out out/causal --t_c 300 --guidance 2
 
-Modes (DESIGN.md section 5; `lct_jax/sampling/`):
+Modes (docs/design.md section 9; `lct_jax/sampling/`):
   joint             every shot at once; shots with a `condition` are fixed
                     (bidirectional model);
   causal            shot after shot against a KV cache of the history
@@ -21,6 +21,13 @@ import sys
 import time
 
 from absl import app, flags, logging
+from tqdm import tqdm
+
+from lct_jax.attention.context import check_mesh
+from lct_jax.parallel import make_mesh, parse_mesh
+from lct_jax.sampling import euler, load, outputs, scene_file
+from lct_jax.sampling.sampler import Sampler
+from lct_jax.training.checkpoint import CheckpointError
 
 _WORKDIR = flags.DEFINE_string("workdir", "runs/demo", "A train.py work "
                                "directory (config.json + checkpoints/).")
@@ -56,9 +63,6 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments {argv[1:]}")
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)
-  from lct_jax.sampling import load, outputs, scene_file  # pylint: disable=g-import-not-at-top
-  from lct_jax.sampling.sampler import Sampler  # pylint: disable=g-import-not-at-top
-  from lct_jax.training.checkpoint import CheckpointError  # pylint: disable=g-import-not-at-top
 
   if _T_C.value is not None and not 0 <= _T_C.value <= 1000:
     fail(f"--t_c={_T_C.value} must be in [0, 1000] (the paper's scale)")
@@ -89,7 +93,6 @@ def main(argv):
           "configs/...:causal); see the paper's Fig. 9", file=sys.stderr)
   mesh = None
   if _MESH.value:
-    from lct_jax.parallel import check_mesh, make_mesh, parse_mesh  # pylint: disable=g-import-not-at-top
     try:
       mesh = make_mesh(parse_mesh(_MESH.value))
       check_mesh(config, mesh)
@@ -103,8 +106,6 @@ def main(argv):
   sampler = Sampler(config, graphdef, params, steps=steps, shift=shift,
                     cfg_scale=guidance, t_c=t_c, mesh=mesh)
 
-  from tqdm import tqdm  # pylint: disable=g-import-not-at-top
-  from lct_jax.sampling import euler  # pylint: disable=g-import-not-at-top
   shots = len(scene.shots)
   generated = sum(sh.latents is None for sh in scene.shots)
   # Joint mode denoises all shots together: one Euler pass of `steps`.

@@ -15,10 +15,14 @@ SIGTERM saves a checkpoint and exits cleanly. TensorBoard:
 import signal
 import sys
 
+import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from lct_jax import configlib
+from lct_jax import aot, configlib
+from lct_jax.layout import SceneGeometry
+from lct_jax.sampling import periodic
+from lct_jax.training import abstract_model, count_params, loop
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/demo.py",
                                           "Config file (`path[:stage]`).")
@@ -54,8 +58,6 @@ _SIGNAL_AT = flags.DEFINE_string(
 
 def describe(config) -> None:
   """Parameter count and scene token budget, without allocating anything."""
-  from lct_jax.layout import SceneGeometry  # pylint: disable=g-import-not-at-top
-  from lct_jax.training import abstract_model, count_params  # pylint: disable=g-import-not-at-top
   geom = SceneGeometry.from_config(config)
   _, params = abstract_model(config)
   print(f"config stage={config.train.stage} "
@@ -69,10 +71,9 @@ def describe(config) -> None:
 
 def compile_for(config, slice_name: str, samplers: bool) -> int:
   """Prints the compiled memory of the step (and samplers); the exit code."""
-  import jax  # pylint: disable=g-import-not-at-top
   # Eager work stays on the CPU even on a TPU VM: only the compiler is used.
+  # (Importing jax starts no backend, so this still takes effect here.)
   jax.config.update("jax_platforms", "cpu")
-  from lct_jax import aot  # pylint: disable=g-import-not-at-top  (loads libtpu)
   reports = [aot.compile_train_step(config, slice_name)]
   print(reports[0].table(), flush=True)
   if samplers:
@@ -109,17 +110,16 @@ def main(argv):
       sys.exit(f"error: {e}")
     sys.exit(code)
   if config.train.distributed:
-    import jax  # pylint: disable=g-import-not-at-top
     # CPU processes need a collectives backend (GPU/TPU ignore this).
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     # Unset flags: detected from the cluster (TPU pod, SLURM, ...).
     jax.distributed.initialize(coordinator_address=_COORDINATOR.value,
                                num_processes=_NUM_PROCESSES.value,
                                process_id=_PROCESS_ID.value)
-  from lct_jax.training import loop  # pylint: disable=g-import-not-at-top
   result = loop.train(config, _WORKDIR.value, progress=_PROGRESS.value,
                       log_batches=_LOG_BATCHES.value,
-                      signal_at_step=_signal_at(_SIGNAL_AT.value))
+                      signal_at_step=_signal_at(_SIGNAL_AT.value),
+                      write_samples=periodic.write_samples)
   logging.info("finished: %s", result)
   print(f"done: step {result.step}, loss {result.last_loss}, skipped steps "
         f"{result.skipped}, bad records {result.bad_records}"

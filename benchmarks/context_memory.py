@@ -23,7 +23,7 @@ from lct_jax import batch as batch_lib  # noqa: E402
 from lct_jax import configlib  # noqa: E402
 from lct_jax.data.sharding import batch_sharding  # noqa: E402
 from lct_jax.parallel import MESH_AXES  # noqa: E402
-from lct_jax.parallel.sharding import state_shardings  # noqa: E402
+from lct_jax.model.sharding import state_shardings  # noqa: E402
 from lct_jax.training import (create_train_state, init_model,  # noqa: E402
                               make_train_step)
 

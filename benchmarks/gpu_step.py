@@ -27,7 +27,7 @@ from lct_jax.attention import context
 from lct_jax.data.sharding import batch_sharding
 from lct_jax.layout import SceneGeometry
 from lct_jax.parallel import make_mesh
-from lct_jax.parallel.sharding import state_shardings
+from lct_jax.model.sharding import state_shardings
 from lct_jax.training import (count_params, create_train_state, init_model,
                               make_train_step)
 

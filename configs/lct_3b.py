@@ -8,7 +8,7 @@ Scene: 480x480 area, 8 s at 12 fps per shot through a 16x-spatial /
   9 shots -> 202,500 video tokens, + 10 groups x 256 text tokens.
 This needs context parallelism (issue: sharded attention) and remat.
 
-Stages (DESIGN.md 7; `:stage` selects):
+Stages (docs/design.md section 10; `:stage` selects):
   python train.py --config configs/lct_3b.py:text_rope  # 1-shot, text RoPE
   python train.py --config configs/lct_3b.py:lct        # 9-shot, bidirectional
   python train.py --config configs/lct_3b.py:causal     # context-causal

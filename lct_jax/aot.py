@@ -33,11 +33,12 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from lct_jax import batch as batch_lib
 from lct_jax import configlib
 from lct_jax import parallel
+from lct_jax.attention.context import check_mesh
 from lct_jax.data import sharding as data_sharding
 from lct_jax.layout import SceneGeometry
 from lct_jax.model import flops as flops_lib
 from lct_jax.model import kv_cache
-from lct_jax.parallel import sharding as parallel_sharding
+from lct_jax.model import sharding as param_sharding
 from lct_jax.parallel import topology
 from lct_jax.sampling import causal as causal_lib
 from lct_jax.sampling import joint as joint_lib
@@ -168,7 +169,7 @@ def _mesh_on(config, tpu_slice, devices):
     raise ValueError(f"--compile_for={tpu_slice.name}: {e} (the slice has "
                      f"{tpu_slice.num_devices} devices); set --config.mesh."
                      "* so that the axes multiply to it") from None
-  parallel.check_mesh(config, mesh)
+  check_mesh(config, mesh)
   return mesh
 
 
@@ -263,7 +264,7 @@ def _sampler_params(config, mesh):
   shardings on the mesh."""
   graphdef, params = abstract_model(config)
   return graphdef, placement.with_shape_dtype_shardings(
-      params, parallel_sharding.param_shardings(config, params, mesh))
+      params, param_sharding.param_shardings(config, params, mesh))
 
 
 def _sampler_report(what, config, tpu_slice, mesh, params,
@@ -334,7 +335,7 @@ def compile_samplers(config, slice_name: str, kinds=SAMPLERS):
   # The cache as the sampler lays it out (`kv_cache.KV_AXES`).
   kv_spec = parallel.logical_to_spec(kv_cache.KV_AXES)
   cache = jax.tree.map(lambda x: _sds(
-      mesh, x.shape, x.dtype, parallel_sharding.fit_spec(kv_spec, x.shape, mesh)
+      mesh, x.shape, x.dtype, param_sharding.fit_spec(kv_spec, x.shape, mesh)
       if x.ndim == 6 else P()), cache)
   causal_args = (params, cache, _sds(mesh, (1, capacity), bool), text_1,
                  len_1, pooled_1, len_1, _sds(mesh, (1,) + shot, f32), steps,

@@ -6,16 +6,18 @@ dict is locked: a typo on the command line is an error, not a silent no-op.
 """
 from __future__ import annotations
 
+import importlib.util
+
 import ml_collections
 
-from lct_jax.layout import rope
+from lct_jax.attention import context, dispatch, mask
+from lct_jax.data import buckets
+from lct_jax.layout import SceneGeometry, rope
+from lct_jax.model import mmdit, prediction, remat
 
-ATTENTION_MASKS = ("bidirectional", "context_causal")
-ATTENTION_IMPLS = ("auto", "dense", "blockwise", "cudnn", "splash")
-CONTEXT_STRATEGIES = ("ring", "all_gather", "ulysses")
-REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch")
-TEXT_MODES = ("tokens", "embeddings")
-PREDICTIONS = ("velocity", "data", "data_skip")
+# Option lists of fields that training and the data pipeline implement
+# (layers above or beside this one); the model's and attention's come from
+# their implementations, imported above.
 DECAYS = ("cosine", "linear", "constant")
 DTYPES = ("float32", "bfloat16", "float16")
 DATA_SOURCES = ("synthetic", "tfds_synthetic", "scene_folder")
@@ -26,7 +28,7 @@ def base_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.seed = 0
 
-  # --- model: the MMDiT (DESIGN.md section 3) ------------------------------
+  # --- model: the MMDiT (docs/design.md 5) ----------------------------------
   m = c.model = ml_collections.ConfigDict()
   m.width = 128                   # = num_heads * head_dim
   m.num_heads = 4
@@ -78,7 +80,7 @@ def base_config() -> ml_collections.ConfigDict:
   m.remat_policy = "full"         # none | full | dots | dots_no_batch
   m.compute_dtype = "float32"     # params stay float32; activations in this
 
-  # --- scene: static shapes of a batch (DESIGN.md section 2) ----------------
+  # --- scene: static shapes of a batch (docs/design.md 2) --------------------
   s = c.scene = ml_collections.ConfigDict()
   s.max_shots = 4                 # shot slots per scene (paper: up to 9)
   s.max_text_len = 16             # text slots per group
@@ -87,7 +89,7 @@ def base_config() -> ml_collections.ConfigDict:
   s.width = 8
   s.global_dummy_tokens = False   # global dummy block: positional only
 
-  # --- flow: rectified-flow objective (DESIGN.md section 4) ---------------
+  # --- flow: rectified-flow objective (docs/design.md 8) -------------------
   f = c.flow = ml_collections.ConfigDict()
   f.t_mean = 0.0                  # logit-normal timesteps, SD3 defaults
   f.t_std = 1.0
@@ -135,7 +137,7 @@ def base_config() -> ml_collections.ConfigDict:
                                   # scene to <workdir>/samples/<step>/ every
                                   # this many steps and at the end; 0 = off
 
-  # --- sample: sampling defaults (DESIGN.md section 5) ----------------------
+  # --- sample: sampling defaults (docs/design.md 9) --------------------------
   # sample.py and train.py's samples; a scene file or flags override them.
   sa = c.sample = ml_collections.ConfigDict()
   sa.steps = 20                   # Euler steps per shot (t from 1 to 0)
@@ -146,7 +148,7 @@ def base_config() -> ml_collections.ConfigDict:
                                   # 1000); given conditions default to 0
   sa.use_ema = True               # sample with the EMA weights, else raw
 
-  # --- data: the grain input pipeline (DESIGN.md section 7) ---------------
+  # --- data: the grain input pipeline (docs/design.md 10) ------------------
   d = c.data = ml_collections.ConfigDict()
   d.source = "synthetic"          # synthetic: drawn on the fly, no files;
                                   # tfds_synthetic: the same scenes written
@@ -199,12 +201,12 @@ def validate(c: ml_collections.ConfigDict) -> None:
     rope.validate_axes(tuple(m.rope_axes_dim), m.head_dim)
   except ValueError as e:
     raise ValueError(f"model.{e}") from None
-  choice("model.attention_mask", m.attention_mask, ATTENTION_MASKS)
-  choice("model.remat_policy", m.remat_policy, REMAT_POLICIES)
-  choice("model.context_strategy", m.context_strategy, CONTEXT_STRATEGIES)
-  choice("model.attention_impl", m.attention_impl, ATTENTION_IMPLS)
-  choice("model.text_mode", m.text_mode, TEXT_MODES)
-  choice("model.prediction", m.prediction, PREDICTIONS)
+  choice("model.attention_mask", m.attention_mask, tuple(mask.MODES))
+  choice("model.remat_policy", m.remat_policy, remat.NAMES)
+  choice("model.context_strategy", m.context_strategy, context.STRATEGIES)
+  choice("model.attention_impl", m.attention_impl, dispatch.IMPLS)
+  choice("model.text_mode", m.text_mode, mmdit.TEXT_MODES)
+  choice("model.prediction", m.prediction, prediction.PREDICTIONS)
   if not 0.0 < m.prediction_t_min <= 1.0:
     raise ValueError(f"model.prediction_t_min={m.prediction_t_min} must be "
                      "in (0, 1]")
@@ -261,10 +263,8 @@ def validate(c: ml_collections.ConfigDict) -> None:
     raise ValueError(f"data.p_frame={d.p_frame} and flow.p_frame="
                      f"{c.flow.p_frame} would substitute frames twice; set "
                      "one of them to 0")
-  from lct_jax.data import buckets  # pylint: disable=g-import-not-at-top
   buckets.validate_buckets(c)
   # Geometry checks (grid divisible by the patch size, positive sizes).
-  from lct_jax.layout import SceneGeometry  # pylint: disable=g-import-not-at-top
   SceneGeometry.from_config(c)
 
 
@@ -282,7 +282,6 @@ def load(spec: str) -> ml_collections.ConfigDict:
   The same `path[:arg]` form as `--config` on the command line, for code
   that needs a config without absl flags (benchmarks, tests, notebooks).
   """
-  import importlib.util  # pylint: disable=g-import-not-at-top
   path, _, arg = spec.partition(":")
   module_spec = importlib.util.spec_from_file_location("lct_config", path)
   if module_spec is None:

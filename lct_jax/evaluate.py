@@ -18,6 +18,7 @@ chance by design; its consistency is what scene context must give).
 """
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import time
@@ -144,7 +145,6 @@ def format_table(t: dict) -> str:
 
 
 def main(argv=None):
-  import argparse  # pylint: disable=g-import-not-at-top
   p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   p.add_argument("--workdir", required=True)
   p.add_argument("--scenes", type=int, default=32)

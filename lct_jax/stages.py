@@ -1,4 +1,4 @@
-"""The three training stages of LCT, as edits of a config (DESIGN.md 7).
+"""The three training stages of LCT, as edits of a config (docs/design.md section 10).
 
   text_rope  single-shot fine-tune that gives the pre-trained model's text
              tokens 1D-equivalent 3D RoPE and puts video after the text on

@@ -1,7 +1,7 @@
 """Tests for lct_jax.attention: blockwise kernel against the dense reference.
 
 Layouts mimic a scene: video slots of shots 1..3, then text slots of groups
-0..3 (DESIGN.md section 2), with ragged key padding and a padded shot. Small
+0..3 (docs/design.md section 4), with ragged key padding and a padded shot. Small
 blocks (16) give many tiles, so static and dynamic skipping both happen.
 """
 import functools

@@ -2,7 +2,7 @@
 
 Single-stream blocks, the per-group token refiner and the guidance embed have
 no multi-shot counterpart in diffusers, so they are held to the spec
-(DESIGN.md section 2) instead: under `context_causal` a group's outputs do
+(docs/design.md section 4) instead: under `context_causal` a group's outputs do
 not depend on later groups, and padding is never attended.
 """
 import jax

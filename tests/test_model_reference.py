@@ -1,6 +1,6 @@
 """The scene model against an independent single-shot reference (numpy f64).
 
-`single_shot_reference` re-implements the spec of DESIGN.md section 3 from
+`single_shot_reference` re-implements the spec of docs/design.md section 5 from
 scratch with the model's parameter values: patchify, c = timestep embed +
 pooled text, adaLN-Zero dual-stream blocks with RMS QK norm, 3D RoPE as
 complex rotation, one softmax attention over [video ; text], final adaLN,

@@ -14,7 +14,7 @@ import numpy as np
 
 from _util import tiny_config
 from lct_jax import batch as batch_lib
-from lct_jax.parallel.sharding import state_shardings
+from lct_jax.model.sharding import state_shardings
 from lct_jax.training import create_train_state, init_model, make_train_step
 
 HERE = pathlib.Path(__file__).resolve().parent

@@ -7,7 +7,7 @@ from flax import nnx
 from _util import tiny_config
 from lct_jax import batch as batch_lib
 from lct_jax.parallel import make_mesh, mesh_shape, parse_mesh
-from lct_jax.parallel.sharding import logical_param_names, param_shardings
+from lct_jax.model.sharding import logical_param_names, param_shardings
 from lct_jax.training import init_model
 
 

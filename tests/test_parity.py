@@ -4,7 +4,7 @@ The reference is diffusers itself (the `parity` extra: torch 2.13.0 CPU and
 diffusers): random tiny configs with every parameter random, random latents,
 text embeddings with padding, pooled text and guidance. The Flax model in
 the degenerate mode (one shot, text_rope=False) must match diffusers' forward
-to 2e-5 in float32 (DESIGN.md section 8); the conversion must round-trip.
+to 2e-5 in float32 (docs/design.md section 11); the conversion must round-trip.
 """
 import json
 import os

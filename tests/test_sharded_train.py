@@ -14,7 +14,7 @@ from _util import tiny_config
 from lct_jax import batch as batch_lib
 from lct_jax.data.sharding import batch_sharding
 from lct_jax.parallel import make_mesh
-from lct_jax.parallel.sharding import param_shardings, state_shardings
+from lct_jax.model.sharding import param_shardings, state_shardings
 from lct_jax.training import create_train_state, init_model, make_train_step
 
 AXES = ("data", "fsdp", "context", "tensor")

@@ -44,6 +44,7 @@ from lct_jax.attention import accel
 from lct_jax.attention import blockwise
 from lct_jax.attention import mask as mask_lib
 from lct_jax.attention import plan as plan_lib
+from lct_jax.layout import SceneGeometry
 from lct_jax.parallel.logical import shard_specs
 
 STRATEGIES = ("all_gather", "ring", "ulysses")
@@ -84,6 +85,24 @@ def check_context(strategy: str, *, num_heads: int, seq_len: int,
           f"({local_heads} = {num_heads} heads / tensor {tensor}) divisible "
           f"by the context axis ({context}); use 'ring' or 'all_gather', or "
           "another mesh")
+
+
+def check_mesh(config, mesh) -> None:
+  """Raises ValueError for a config that cannot run on `mesh`; no tracing.
+
+  Checks what would otherwise fail deep inside compilation: the
+  context-parallel strategy against the heads and the sequence length.
+  """
+  shape = dict(mesh.shape)
+  if shape.get("context", 1) == 1 or config.model.attention_impl == "dense":
+    return
+  try:
+    check_context(
+        config.model.context_strategy, num_heads=config.model.num_heads,
+        seq_len=SceneGeometry.from_config(config).seq_len,
+        context=shape["context"], tensor=shape.get("tensor", 1))
+  except ValueError as e:
+    raise ValueError(f"mesh {shape}: {e}") from None
 
 
 def device_work(q_ids, kv_ids, n: int, causal: bool) -> np.ndarray:

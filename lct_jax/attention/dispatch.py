@@ -1,4 +1,4 @@
-"""One entry point for attention; picks a kernel by name (DESIGN.md section 6).
+"""One entry point for attention; picks a kernel by name (docs/design.md section 6).
 
 The model calls `attend` only, so kernels can be added (cuDNN on GPU, splash
 on TPU with the shot staircase as a block mask) without touching it.

@@ -1,4 +1,4 @@
-"""The attention mask of a scene, stated by group ids (DESIGN.md section 2).
+"""The attention mask of a scene, stated by group ids (docs/design.md section 4).
 
 A scene is a sequence of groups (0 = global prompt, 1..N = shots). Which
 token slot belongs to which group is fixed by the config, so group ids are
@@ -37,6 +37,10 @@ def _as_group_ids(name: str, ids) -> np.ndarray:
   ids = ids.astype(np.int32)
   ids.setflags(write=False)  # The mask is frozen; so are its arrays.
   return ids
+
+
+# `model.attention_mask` -> causal: may a group attend to later groups' keys?
+MODES = {"bidirectional": False, "context_causal": True}
 
 
 # eq=False: generated __eq__/__hash__ would compare numpy arrays elementwise
@@ -84,13 +88,12 @@ class GroupMask:
 
   @classmethod
   def from_mode(cls, mode: str, q_group, kv_group, kv_valid) -> "GroupMask":
-    """Builds a mask from a config mode: 'bidirectional' | 'context_causal'."""
-    modes = {"bidirectional": False, "context_causal": True}
-    if mode not in modes:
+    """Builds a mask from a config mode (`MODES`)."""
+    if mode not in MODES:
       raise ValueError(
           f"Unknown attention mask mode {mode!r}; expected one of "
-          f"{sorted(modes)}.")
-    return cls(q_group, kv_group, kv_valid, modes[mode])
+          f"{sorted(MODES)}.")
+    return cls(q_group, kv_group, kv_valid, MODES[mode])
 
   @property
   def batch_size(self) -> int:

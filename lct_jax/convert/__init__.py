@@ -1,4 +1,4 @@
-"""diffusers HunyuanVideo weights <-> lct-jax params (DESIGN.md section 8).
+"""diffusers HunyuanVideo weights <-> lct-jax params (docs/design.md section 11).
 
   config_from_diffusers(config.json dict)   -> lct-jax config
   import_state_dict(state_dict, config)     -> params (pure dict)

@@ -20,6 +20,9 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 
+from lct_jax import configlib
+from lct_jax.convert import hunyuan
+
 PARAMS = "params"
 CONFIG = "config.json"
 DIFFUSERS_CONFIG = "diffusers_config.json"
@@ -46,7 +49,6 @@ def save_params(path: str, params: dict, config: ml_collections.ConfigDict,
 
 def load_config(path: str) -> ml_collections.ConfigDict:
   """The config saved with the checkpoint (base_config fields overlaid)."""
-  from lct_jax import configlib  # pylint: disable=g-import-not-at-top
   with open(os.path.join(path, CONFIG)) as f:
     saved = json.load(f)
   c = configlib.base_config()
@@ -80,7 +82,6 @@ def load_params(path: str, config: ml_collections.ConfigDict | None = None,
                             "lct_jax.convert.save_params")
   ckptr = ocp.StandardCheckpointer()
   if abstract is None and config is not None:
-    from lct_jax.convert import hunyuan  # pylint: disable=g-import-not-at-top
     abstract = hunyuan.abstract_params(config)
     saved = ckptr.metadata(params_dir)
     saved_tree = getattr(saved, "item_metadata", saved)

@@ -1,6 +1,6 @@
 """diffusers `HunyuanVideoTransformer3DModel` <-> this project's MMDiT.
 
-Parameter names were chosen to be diffusers' names (DESIGN.md section 3), so
+Parameter names were chosen to be diffusers' names (docs/design.md section 11), so
 a Flax path maps to a diffusers key by a fixed rewrite:
   * `kernel` -> `weight`, transposed ([in, out] vs torch's [out, in]);
   * `to_out_0` -> `to_out.0`, `net_0_proj` -> `net.0.proj`, `net_2` -> `net.2`;
@@ -22,9 +22,9 @@ from typing import Any, Mapping
 import jax
 import ml_collections
 import numpy as np
-from flax import nnx
 
 from lct_jax import configlib
+from lct_jax.training.state import abstract_model
 
 CLASS_NAME = "HunyuanVideoTransformer3DModel"
 SUPPORTED_IMAGE_CONDITION_TYPES = (None,)
@@ -155,9 +155,7 @@ def check_exportable(config: ml_collections.ConfigDict) -> None:
 # --- parameter names ----------------------------------------------------------
 def abstract_params(config: ml_collections.ConfigDict) -> dict:
   """The model's parameter tree as ShapeDtypeStructs (nothing allocated)."""
-  from lct_jax.model import MMDiT  # pylint: disable=g-import-not-at-top
-  model = nnx.eval_shape(lambda: MMDiT(config, rngs=nnx.Rngs(0)))
-  return nnx.to_pure_dict(nnx.state(model, nnx.Param))
+  return abstract_model(config)[1]
 
 
 def _stack_prefix(path: tuple[str, ...]) -> int:

@@ -4,7 +4,7 @@ Used by tests/test_parity.py and benchmarks/parity_speed.py. torch and
 diffusers are imported only inside the functions that need them (the
 `parity` extra), so importing this module costs nothing.
 
-The degenerate mode (DESIGN.md section 8): one shot slot, `text_rope=False`,
+The degenerate mode (docs/design.md section 11): one shot slot, `text_rope=False`,
 video positions from 0, an empty global prompt (group 0, all padding, so
 masked out everywhere), the shot's prompt in group 1 padded at the end.
 diffusers takes `timestep = t * 1000` and `guidance = g * 1000`.
@@ -19,6 +19,7 @@ import numpy as np
 from flax import nnx
 
 from lct_jax.convert import hunyuan
+from lct_jax.model import MMDiT
 
 
 def tiny_diffusers_config(**overrides) -> dict[str, Any]:
@@ -135,7 +136,6 @@ def diffusers_forward(model, inputs: dict, config) -> np.ndarray:
 
 def flax_model(config, params: dict):
   """An MMDiT holding `params` (a pure dict)."""
-  from lct_jax.model import MMDiT  # pylint: disable=g-import-not-at-top
   model = nnx.eval_shape(lambda: MMDiT(config, rngs=nnx.Rngs(0)))
   state = nnx.state(model, nnx.Param)
   nnx.replace_by_pure_dict(state, jax.tree.map(jax.numpy.asarray, params))

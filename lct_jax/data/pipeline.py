@@ -211,6 +211,7 @@ def source_from_config(config):
   """The record source `data.source` names; see configlib for the options."""
   d, s = config.data, config.scene
   if d.source == "scene_folder":
+    # Lazy: builders imports tensorflow_datasets (seconds), needed only here.
     from lct_jax.data import builders  # pylint: disable=g-import-not-at-top
     builder = builders.SceneFolder(data_dir=d.dir, config=d.folder_kind)
     return builders.open_split(builder, d.split)
@@ -225,7 +226,7 @@ def source_from_config(config):
     limits.update(text_embed_dim=m.text_embed_dim,
                   pooled_dim=m.pooled_dim if m.use_pooled_text else 0)
   if d.source == "tfds_synthetic":
-    from lct_jax.data import builders  # pylint: disable=g-import-not-at-top
+    from lct_jax.data import builders  # pylint: disable=g-import-not-at-top  (as above)
     if d.synthetic_seed != 0:
       raise ValueError("data.synthetic_seed must be 0 with tfds_synthetic "
                        "(the dataset's train scene i is generate_scene(i))")

@@ -1,6 +1,6 @@
 """One scene record -> one example at the config's static shapes.
 
-Per record (DESIGN.md section 7), with the example's own seeded RNG:
+Per record (docs/design.md section 10), with the example's own seeded RNG:
   1. `validate_record`; the frame grid must equal the example's grid (the
      config's `scene.height` x `scene.width`, or with aspect-ratio buckets
      the bucket's: pixels of another size are scaled to cover it and

@@ -1,4 +1,4 @@
-"""Rectified flow with independent per-shot timesteps (DESIGN.md section 4).
+"""Rectified flow with independent per-shot timesteps (docs/design.md section 8).
 
   z_t = (1 - t) z_0 + t eps,   t in [0, 1], t = 1 is pure noise
   target velocity v = eps - z_0

@@ -1,6 +1,6 @@
 """Per-example token layout: validity and interleaved 3D RoPE positions.
 
-The rule (DESIGN.md section 2), with a running scalar offset o = 0, per group:
+The rule (docs/design.md section 2), with a running scalar offset o = 0, per group:
   text token i          -> (o+i, o+i, o+i)     only the L_text(g) real tokens
   s = o + L_text(g)
   video token (f, y, x) -> (s+f, s+y, s+x)     patched latent-grid units

@@ -1,4 +1,4 @@
-"""The MMDiT (DESIGN.md section 3)."""
+"""The MMDiT (docs/design.md section 5)."""
 from lct_jax.model.block import DualStreamBlock, JointAttention
 from lct_jax.model.kv_cache import KVCache
 from lct_jax.model.mmdit import MMDiT, ModelConfig

@@ -1,7 +1,7 @@
 """The KV cache of context-causal generation: its type, writing into it,
 and the layout of a forward against it.
 
-Under the context-causal mask (DESIGN.md section 2) a group's tokens attend
+Under the context-causal mask (docs/design.md section 4) a group's tokens attend
 only to groups <= their own, so the K/V of the global prompt and of history
 shots, at every layer, do not depend on the shot being generated. They are
 computed once (a history shot at its t_c, with its own modulation) and kept

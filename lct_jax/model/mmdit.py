@@ -1,6 +1,6 @@
 """The LCT MMDiT: a single-shot MMDiT that reads a whole scene.
 
-Inputs are a scene batch at static shapes (DESIGN.md section 2); the only
+Inputs are a scene batch at static shapes (docs/design.md section 2); the only
 LCT-specific pieces are parameter-free: the interleaved 3D RoPE positions,
 per-group timesteps (each group's conditioning drives all of its tokens), and
 the group mask. Blocks are stacked (`nnx.vmap` at init) and run by one
@@ -16,7 +16,6 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from lct_jax import configlib
 from lct_jax.layout import SceneGeometry, TokenLayout, build_layout, rope_tables
 from lct_jax.model.block import DualStreamBlock
 from lct_jax.model.kv_cache import KVCache, cached_layout, model_shape_of
@@ -30,6 +29,10 @@ from lct_jax.model.remat import remat
 from lct_jax.model.single_block import SingleStreamBlock
 from lct_jax.model.streams import BlockInputs, Stream, StreamKV
 from lct_jax.parallel import constrain
+
+# `model.text_mode`: caption token ids through a learned table, or
+# precomputed text-encoder embeddings (`ContextEmbedder`).
+TEXT_MODES = ("tokens", "embeddings")
 
 
 class ContextEmbedder(nnx.Module):
@@ -107,9 +110,8 @@ class ModelConfig:
 
   @classmethod
   def from_config(cls, config) -> ModelConfig:
-    """From a run config (validated here: the model section's checks read
-    the scene too)."""
-    configlib.validate(config)
+    """From a run config, which the caller has validated
+    (`configlib.validate`; `training.init_model` does)."""
     return cls(ml_collections.FrozenConfigDict(config.model),
                SceneGeometry.from_config(config))
 

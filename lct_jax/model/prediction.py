@@ -30,6 +30,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+PREDICTIONS = ("velocity", "data", "data_skip")   # `model.prediction`
+
 
 def to_velocity(out: jax.Array, z_t: jax.Array, t: jax.Array, m) -> jax.Array:
   """Network output -> velocity, float32, like `out`.

@@ -10,6 +10,7 @@ POLICIES = {
     "dots": jax.checkpoint_policies.dots_saveable,
     "dots_no_batch": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
 }
+NAMES = ("none",) + tuple(POLICIES)      # what `model.remat_policy` accepts
 
 
 def remat(fn, policy: str):
@@ -18,5 +19,5 @@ def remat(fn, policy: str):
     return fn
   if policy not in POLICIES:
     raise ValueError(f"model.remat_policy={policy!r} is not one of "
-                     f"{('none',) + tuple(POLICIES)}")
+                     f"{NAMES}")
   return jax.checkpoint(fn, policy=POLICIES[policy], prevent_cse=False)

@@ -1,4 +1,4 @@
-"""Logical axis names -> mesh axes: the one table (DESIGN.md section 6).
+"""Logical axis names -> mesh axes: the one table (docs/design.md section 6).
 
 Parameters and activations are annotated with logical names; this table says
 where each name lives on the ('data', 'fsdp', 'context', 'tensor') mesh.

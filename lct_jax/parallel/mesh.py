@@ -63,23 +63,3 @@ def make_mesh(mesh_config, devices=None) -> Mesh:
   shape = mesh_shape(mesh_config, len(devices))
   return Mesh(np.asarray(devices).reshape(shape), MESH_AXES,
               axis_types=(AxisType.Auto,) * len(MESH_AXES))
-
-
-def check_mesh(config, mesh) -> None:
-  """Raises ValueError for a config that cannot run on `mesh`; no tracing.
-
-  Checks what would otherwise fail deep inside compilation: the
-  context-parallel strategy against the heads and the sequence length.
-  """
-  from lct_jax.attention import context  # pylint: disable=g-import-not-at-top
-  from lct_jax.layout import SceneGeometry  # pylint: disable=g-import-not-at-top
-  shape = dict(mesh.shape)
-  if shape.get("context", 1) == 1 or config.model.attention_impl == "dense":
-    return
-  try:
-    context.check_context(
-        config.model.context_strategy, num_heads=config.model.num_heads,
-        seq_len=SceneGeometry.from_config(config).seq_len,
-        context=shape["context"], tensor=shape.get("tensor", 1))
-  except ValueError as e:
-    raise ValueError(f"mesh {shape}: {e}") from None

@@ -1,4 +1,4 @@
-"""Causal auto-regressive generation with the KV cache (DESIGN.md 5, mode b).
+"""Causal auto-regressive generation with the KV cache (docs/design.md sections 5 and 9).
 
 Three jitted pieces, each compiled once per (graphdef, shapes) whatever the
 shot index or the history pool (slot and pool are traced values):

@@ -1,4 +1,4 @@
-"""Euler ODE sampling on the rectified-flow velocity (DESIGN.md section 5).
+"""Euler ODE sampling on the rectified-flow velocity (docs/design.md section 9).
 
 The model predicts v = eps - z_0 (`lct_jax.diffusion.flow`), so the ODE
 dz/dt = v runs from pure noise at t = 1 to data at t = 0. Euler steps on a
@@ -15,6 +15,8 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from lct_jax.diffusion import augment
 
 
 def timesteps(steps: int, shift: float = 1.0) -> np.ndarray:
@@ -81,7 +83,6 @@ def null_text(text: jax.Array, text_len_BxG: jax.Array,
   """The unconditional text of CFG: what training's text dropout feeds
   (`diffusion.augment.drop_text`): NULL tokens at the real positions (the
   lengths, hence the RoPE positions, are kept) or zero embeddings."""
-  from lct_jax.diffusion import augment  # pylint: disable=g-import-not-at-top
   if jnp.issubdtype(text.dtype, jnp.integer):
     valid = jnp.arange(text.shape[-1]) < text_len_BxG[..., None]
     text = jnp.where(valid, augment.NULL_TOKEN,

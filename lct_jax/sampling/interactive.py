@@ -1,5 +1,5 @@
 """Interactive direction: propose a shot, regenerate it, accept it, choose
-the history, continue (DESIGN.md section 5).
+the history, continue (docs/design.md section 9).
 
   from lct_jax.sampling.interactive import Director
   d = Director.from_workdir("runs/demo_causal",
@@ -27,7 +27,9 @@ import dataclasses
 
 import numpy as np
 
+from lct_jax.sampling import load, outputs
 from lct_jax.sampling.sampler import Sampler, Scene, Shot
+from lct_jax.sampling.scene_file import TextEncoder
 
 
 @dataclasses.dataclass
@@ -56,7 +58,6 @@ class Director:
       raise ValueError(f"mode={mode!r}: 'causal' or 'bidirectional_ar'")
     self.sampler, self.mode = sampler, mode
     if encode is None:
-      from lct_jax.sampling.scene_file import TextEncoder  # pylint: disable=g-import-not-at-top
       text_encoder = TextEncoder(sampler.config)
       encode = lambda p: text_encoder(p, "prompt", "<director>")
     self._encode = encode
@@ -76,7 +77,6 @@ class Director:
     'bidirectional_ar'; `sampler_kwargs` (steps, shift, cfg_scale, t_c)
     default to the run's `sample.*` config; `mesh` (a `make_mesh` mesh)
     samples sharded, the weights restored straight onto it."""
-    from lct_jax.sampling import load  # pylint: disable=g-import-not-at-top
     config = load.load_config(workdir)
     s = config.sample
     use_ema = s.use_ema if use_ema is None else use_ema
@@ -138,7 +138,6 @@ class Director:
 
   def save(self, out_dir: str, fps: int = 4) -> dict:
     """Writes the accepted shots like sample.py does."""
-    from lct_jax.sampling import outputs  # pylint: disable=g-import-not-at-top
     if not self.takes:
       raise ValueError("nothing accepted yet")
     settings = {"mode": self.mode, "global_prompt": self.global_prompt,

@@ -1,4 +1,4 @@
-"""Joint generation with condition shots (DESIGN.md section 5, mode a).
+"""Joint generation with condition shots (docs/design.md section 9).
 
 All shots being generated share t; any shot slots may be *conditions*: given
 latents noised to their own t_c with fixed noise (t_c = 0: clean), fed at

@@ -128,7 +128,7 @@ def write_mp4(path: str, frames: np.ndarray, fps: int = 4) -> bool:
   """H.264 (yuv420p) via PyAV; False (nothing written) without PyAV."""
   try:
     from lct_jax.data import folder  # pylint: disable=g-import-not-at-top
-  except ImportError:   # folder.py needs PyAV
+  except ImportError:   # lazy: folder.py needs PyAV, an optional extra
     return False
   folder.write_video(path, frames, fps, lossless=False)
   return True

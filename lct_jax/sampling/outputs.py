@@ -8,6 +8,7 @@ import os
 
 import numpy as np
 
+from lct_jax.data import consistency
 from lct_jax.sampling import media
 
 
@@ -41,7 +42,6 @@ def write_scene(out_dir: str, shots_latents: list, num_frames: list[int],
   if not wrote_mp4:
     settings["mp4"] = "skipped: PyAV is not installed (pip install av)"
   if prompts is not None and is_synthetic_model(config):
-    from lct_jax.data import consistency  # pylint: disable=g-import-not-at-top
     scores = consistency.score_scene(frames, prompts,
                                      global_prompt=global_prompt)
     settings["consistency"] = _jsonable(scores)

@@ -29,8 +29,8 @@ import numpy as np
 
 from lct_jax.layout import SceneGeometry
 from lct_jax.model import kv_cache
-from lct_jax.parallel import check_mesh
-from lct_jax.parallel.sharding import param_shardings
+from lct_jax.attention.context import check_mesh
+from lct_jax.model.sharding import param_shardings
 from lct_jax.sampling import causal as causal_lib
 from lct_jax.sampling import euler
 from lct_jax.sampling import joint as joint_lib

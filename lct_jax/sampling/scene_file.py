@@ -22,6 +22,8 @@ import os
 
 import numpy as np
 
+from lct_jax.data import transform, vocab
+from lct_jax.data.text_encoder import HashedTextEncoder
 from lct_jax.sampling.sampler import Scene, Shot
 
 TOP_KEYS = {"global_prompt", "shots", "seed", "steps", "guidance", "shift",
@@ -66,7 +68,7 @@ def read_media(file: str, where: str, path: str) -> np.ndarray:
       with Image.open(file) as im:
         pixels = np.asarray(im.convert("RGB"))[None]
     else:
-      from lct_jax.data import folder  # pylint: disable=g-import-not-at-top
+      from lct_jax.data import folder  # pylint: disable=g-import-not-at-top  (PyAV is an optional extra)
       pixels = folder.read_video(file)
   except SceneFileError:
     raise
@@ -97,7 +99,6 @@ def _check_media(x, is_latent: bool, config, where: str, file: str,
   if not is_latent:
     # The demo models work in pixel space: latent = pixels in [-1, 1],
     # converted exactly as the training pipeline does.
-    from lct_jax.data import transform  # pylint: disable=g-import-not-at-top
     x = transform.pixels_to_latents(x.astype(np.uint8))
   out = np.zeros((s.frames, H, W, C), np.float32)
   out[:F] = x
@@ -112,7 +113,6 @@ class TextEncoder:
     self.mode, self.L = m.text_mode, config.scene.max_text_len
     self.pooled = m.text_mode == "embeddings" and m.use_pooled_text
     if self.mode == "embeddings":
-      from lct_jax.data.text_encoder import HashedTextEncoder  # pylint: disable=g-import-not-at-top
       # The synthetic data's stand-in encoder (`data.sources`): real models
       # take precomputed embeddings (prompt_embedding / prompt_pooled).
       self.encoder = HashedTextEncoder(m.text_embed_dim,
@@ -120,7 +120,6 @@ class TextEncoder:
 
   def __call__(self, prompt: str, where: str, path: str, emb_file=None,
                pooled_file=None):
-    from lct_jax.data import vocab  # pylint: disable=g-import-not-at-top
     if not isinstance(prompt, str):
       raise SceneFileError(f"{path}: {where} must be a string")
     if self.mode == "tokens":

@@ -31,11 +31,13 @@ import time
 
 import jax
 import numpy as np
+from tqdm import tqdm
 
 from lct_jax import configlib
+from lct_jax.attention.context import check_mesh
 from lct_jax.data import pipeline
 from lct_jax.data import sharding as data_sharding
-from lct_jax.parallel import check_mesh, make_mesh
+from lct_jax.parallel import make_mesh
 from lct_jax.training import placement
 from lct_jax.training.checkpoint import Checkpointer, load_params
 from lct_jax.training.state import abstract_model, count_params
@@ -153,7 +155,6 @@ class _Metrics:
 
 
 def _progress(total: int, initial: int, enabled: bool):
-  from tqdm import tqdm  # pylint: disable=g-import-not-at-top
   return tqdm(total=total, initial=initial, disable=not enabled,
               dynamic_ncols=True, unit="step", file=sys.stderr,
               mininterval=1.0)
@@ -176,7 +177,8 @@ def _initial_state(config, mesh, ckpt: Checkpointer, abstract, shardings):
 
 def train(config, workdir: str, *, progress: bool = True,
           log_batches: bool = False,
-          signal_at_step: tuple[int, int] | None = None) -> RunResult:
+          signal_at_step: tuple[int, int] | None = None,
+          write_samples=None) -> RunResult:
   """Runs or resumes training in `workdir`; see the module docstring.
 
   Args:
@@ -186,8 +188,17 @@ def train(config, workdir: str, *, progress: bool = True,
     log_batches: append each step's scene ids to `batches-<process>.jsonl`.
     signal_at_step: (step, signal): after that step, send the signal to this
       process (testing preemption and crashes).
+    write_samples: for `train.sample_every`, a function (config, graphdef,
+      state, workdir, step, mesh) -> output folder, called in every process
+      (`lct_jax.sampling.periodic.write_samples`, which train.py passes;
+      sampling sits above training, so the loop does not import it).
   """
   configlib.validate(config)
+  if config.train.sample_every and write_samples is None:
+    raise ValueError(
+        f"train.sample_every={config.train.sample_every} needs a sampler: "
+        "pass write_samples=lct_jax.sampling.periodic.write_samples (train.py "
+        "does) or set train.sample_every=0")
   workdir = check_workdir(workdir)
   mesh = make_mesh(config.mesh)
   check_batch(config, mesh)
@@ -218,7 +229,8 @@ def train(config, workdir: str, *, progress: bool = True,
             flush=True)
     result = _run(config, workdir, mesh, graphdef, state, rng, batches, ckpt,
                   writer, start, is_main=is_main, progress=progress,
-                  log_batches=log_batches, signal_at_step=signal_at_step)
+                  log_batches=log_batches, signal_at_step=signal_at_step,
+                  write_samples=write_samples)
     result.resumed_from = resumed
     return result
   finally:
@@ -229,18 +241,9 @@ def train(config, workdir: str, *, progress: bool = True,
       writer.close()
 
 
-def _write_samples(config, graphdef, state, workdir, step, bar, mesh,
-                   is_main):
-  """train.sample_every: sample videos of a fixed validation scene, on the
-  training mesh, in every process (process 0 writes them)."""
-  from lct_jax.sampling import periodic  # pylint: disable=g-import-not-at-top
-  out = periodic.write_samples(config, graphdef, state, workdir, step, mesh)
-  if is_main:
-    bar.write(f"step {step:6d}  samples written to {out}")
-
-
 def _run(config, workdir, mesh, graphdef, state, rng, batches, ckpt, writer,
-         start, *, is_main, progress, log_batches, signal_at_step):
+         start, *, is_main, progress, log_batches, signal_at_step,
+         write_samples):
   t = config.train
   step_fn = make_train_step(graphdef, config)
   metrics = _Metrics(config, is_main)
@@ -307,8 +310,9 @@ def _run(config, workdir, mesh, graphdef, state, rng, batches, ckpt, writer,
           last_saved = ckpt.save(state, batches.get_state(), rng, config)
         if t.sample_every and (done % t.sample_every == 0
                                or done == t.steps):
-          _write_samples(config, graphdef, state, workdir, done, bar, mesh,
-                         is_main)
+          out = write_samples(config, graphdef, state, workdir, done, mesh)
+          if is_main:
+            bar.write(f"step {done:6d}  samples written to {out}")
         if preempted:
           ckpt.wait()
           if is_main:

@@ -12,6 +12,8 @@ import jax
 import ml_collections
 import optax
 
+from lct_jax import configlib
+
 
 def make_schedule(o, total_steps: int) -> optax.Schedule:
   """Linear warmup 0 -> lr, then cosine / linear decay to lr * end_lr_factor."""
@@ -26,7 +28,7 @@ def make_schedule(o, total_steps: int) -> optax.Schedule:
     after = optax.constant_schedule(o.lr)
   else:
     raise ValueError(f"optim.decay={o.decay!r} is not one of "
-                     "('cosine', 'linear', 'constant')")
+                     f"{configlib.DECAYS}")
   if warmup == 0:
     return after
   return optax.join_schedules(

@@ -2,7 +2,7 @@
 
 Parameters and EMA follow `param_shardings` (FSDP over 'fsdp', heads / MLP
 over 'tensor'); optimizer moments mirror their parameter's sharding, and
-scalars (step, counts) are replicated (`parallel.sharding.state_shardings`). The
+scalars (step, counts) are replicated (`model.sharding.state_shardings`). The
 state is created directly in its shardings (a jitted init with
 `out_shardings`), so no device ever holds the whole model, and the same
 shardings are the restore target of a checkpoint: a checkpoint saved under one
@@ -11,28 +11,24 @@ mesh restores onto another.
 from __future__ import annotations
 
 import jax
-from flax import nnx
 from jax.sharding import Mesh
 
-from lct_jax.model import MMDiT
-from lct_jax.parallel import sharding as parallel_sharding
-from lct_jax.training.state import TrainState, create_train_state
+from lct_jax.model import sharding as param_sharding
+from lct_jax.training.state import (TrainState, abstract_model,
+                                    create_train_state, init_model)
 
 
 def abstract_state(config) -> TrainState:
   """The train state as ShapeDtypeStructs (no memory allocated)."""
-  def make():
-    model = MMDiT(config, rngs=nnx.Rngs(0))
-    return create_train_state(config, nnx.to_pure_dict(
-        nnx.split(model, nnx.Param)[1]))
-  return jax.eval_shape(make)
+  _, params = abstract_model(config)
+  return jax.eval_shape(lambda p: create_train_state(config, p), params)
 
 
 def state_shardings(config, mesh: Mesh, abstract: TrainState | None = None
                     ) -> TrainState:
   """NamedSharding for every leaf of the train state on `mesh`."""
   abstract = abstract_state(config) if abstract is None else abstract
-  return parallel_sharding.state_shardings(config, abstract, mesh)
+  return param_sharding.state_shardings(config, abstract, mesh)
 
 
 def init_state(config, mesh: Mesh, params=None) -> TrainState:
@@ -45,8 +41,7 @@ def init_state(config, mesh: Mesh, params=None) -> TrainState:
 
   def make(params):
     if params is None:
-      model = MMDiT(config, rngs=nnx.Rngs(config.seed))
-      params = nnx.to_pure_dict(nnx.split(model, nnx.Param)[1])
+      _, params = init_model(config)
     return create_train_state(config, params)
 
   with jax.set_mesh(mesh):

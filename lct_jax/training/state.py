@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from lct_jax import configlib
 from lct_jax.model import MMDiT
 from lct_jax.training.optim import optimizer_for
 
@@ -29,7 +30,8 @@ class TrainState:
 
 
 def init_model(config, seed: int | None = None):
-  """-> (graphdef, float32 params as a nested dict)."""
+  """-> (graphdef, float32 params as a nested dict); validates `config`."""
+  configlib.validate(config)
   seed = config.seed if seed is None else seed
   model = MMDiT(config, rngs=nnx.Rngs(seed))
   graphdef, params = nnx.split(model, nnx.Param)
@@ -37,7 +39,9 @@ def init_model(config, seed: int | None = None):
 
 
 def abstract_model(config):
-  """(graphdef, params as ShapeDtypeStructs): no memory allocated."""
+  """(graphdef, params as ShapeDtypeStructs): no memory allocated;
+  validates `config`."""
+  configlib.validate(config)
   model = nnx.eval_shape(lambda: MMDiT(config, rngs=nnx.Rngs(0)))
   graphdef, params = nnx.split(model, nnx.Param)
   return graphdef, nnx.to_pure_dict(params)

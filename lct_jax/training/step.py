@@ -26,9 +26,10 @@ from flax import nnx
 from lct_jax import batch as batch_lib
 from lct_jax import configlib
 from lct_jax import parallel
+from lct_jax.attention.context import check_mesh
 from lct_jax.data import buckets
-from lct_jax.parallel import sharding
 from lct_jax.diffusion import augment, flow
+from lct_jax.model import sharding
 from lct_jax.training.optim import optimizer_for
 from lct_jax.training.state import TrainState, abstract_model
 
@@ -222,7 +223,7 @@ class TrainStep:
     batch_lib.validate_batch(batch, config)
     mesh = jax.sharding.get_abstract_mesh()
     if mesh is not None and not mesh.empty:
-      parallel.check_mesh(config, mesh)
+      check_mesh(config, mesh)
     B = batch["latents"].shape[0]
     if B % config.train.grad_accum:
       raise ValueError(f"batch size {B} is not divisible by "

@@ -11,7 +11,7 @@ import jax
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from lct_jax.model import MMDiT
+from lct_jax.model.mmdit import MMDiT
 from lct_jax.parallel.logical import logical_to_spec
 
 
