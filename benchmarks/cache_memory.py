@@ -3,7 +3,8 @@
   python benchmarks/cache_memory.py
 
 Config: configs/demo.py:causal with scene.max_shots = 9 (a cache of 8
-history shots; a shot is 256 video + 16 text tokens; width 128, 4 dual
+history shots), pinned to 4-frame shots at patch 4 x patch_t 1 (a shot is
+256 video + 16 text tokens, whatever the demo's own geometry); width 128, 4 dual
 blocks, 4 heads of 32), float32, batch 1, no CFG; mesh (data 1, fsdp 1,
 context n, tensor 1) over n of 8 fake CPU devices. The cache is built on
 the mesh (`Sampler.new_cache`), so its shardings are the ones sampling
@@ -38,6 +39,7 @@ RUNS = [("ring", 1), ("ring", 2), ("ring", 4), ("ring", 8),
 def measure(strategy: str, n: int):
   c = configlib.load(DEMO + ":causal")
   c.scene.max_shots = 9
+  c.scene.frames, c.model.patch_t, c.model.patch = 4, 1, 4   # 256 tokens
   c.model.context_strategy = strategy
   graphdef, params = nnx.split(MMDiT(c, rngs=nnx.Rngs(0)), nnx.Param)
   params = nnx.to_pure_dict(params)

@@ -35,12 +35,14 @@ def main():
                  help="Euler steps over the whole of [0, 1]")
   p.add_argument("--guidance", type=float, default=None)
   p.add_argument("--step", type=int, default=None)
+  p.add_argument("--raw", action="store_true",
+                 help="the raw weights instead of the EMA")
   a = p.parse_args()
 
   config = load.load_config(a.workdir)
   evaluate.check_synthetic_run(config, a.workdir)
   config, graphdef, params, step = load.load_model(
-      a.workdir, use_ema=True, config=config, step=a.step)
+      a.workdir, use_ema=not a.raw, config=config, step=a.step)
   sampler = Sampler(config, graphdef, params, steps=a.steps,
                     cfg_scale=(config.sample.cfg_scale if a.guidance is None
                                else a.guidance))
@@ -48,7 +50,8 @@ def main():
   fn = joint_lib.jitted(graphdef)
   full_ts = np.linspace(1.0, 0.0, a.steps + 1, dtype=np.float32)
   print(f"{a.workdir} step {step}: {a.scenes} held-out scenes, {a.steps}-step "
-        f"grid cut at t0, guidance {sampler.cfg_scale}")
+        f"grid cut at t0, guidance {sampler.cfg_scale}, "
+        f"{'raw' if a.raw else 'EMA'} weights")
   print(f"{'t0':>5s} {'steps':>5s} {'recognised':>10s} {'sprite col.':>11s} "
         f"{'IoU':>5s} {'median dist.':>12s} {'s':>5s}")
   for t0 in a.t0:
