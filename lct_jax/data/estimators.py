@@ -49,6 +49,8 @@ from lct_jax.data import synthetic as syn
 
 UNKNOWN = "unknown"
 SEED_DISTANCE = 30.0       # surely-sprite pixels: this far from background
+MIN_INTERIOR = 24          # pixels: fewer, and a sprite's colour is its whole
+                           # mask's (`_sprite_masks`)
 IDENTITY = ("shape", "sprite_color", "size")
 ENVIRONMENT = ("background_color", "texture", "tint")
 ALL_FACTORS = syn.SCENE_FACTORS + syn.SHOT_FACTORS
@@ -248,9 +250,25 @@ def _majority(values):
   return collections.Counter(values).most_common(1)[0][0]
 
 
+def _interior(mask_HxW: np.ndarray) -> np.ndarray:
+  """The mask less its rim: pixels whose 4 neighbours are all set."""
+  p = np.pad(mask_HxW, 1)
+  return (mask_HxW & p[:-2, 1:-1] & p[2:, 1:-1] & p[1:-1, :-2]
+          & p[1:-1, 2:])
+
+
 def _sprite_masks(frames, background_HxWx3):
   """-> (sprite colour [3], masks [F, H, W]) or None when some frame has
-  no sprite."""
+  no sprite.
+
+  The colour is the median over the masks' interiors (the rim dropped):
+  a sprite drawn with a soft edge mixes sprite and background in its rim,
+  which would pull an all-pixel median off the palette. The edge is judged
+  by the template IoU; the colour test judges the colour alone. Masks
+  whose interiors hold fewer than MIN_INTERIOR pixels (the smallest
+  sprites) give their colour whole: a median of a few noisy pixels would
+  be noisier than the rim is biased.
+  """
   to_background = np.linalg.norm(frames - background_HxWx3, axis=-1)
   seed_FxHxW = np.stack([_clean(m) for m in to_background > SEED_DISTANCE])
   if not seed_FxHxW.any(axis=(1, 2)).all():
@@ -261,7 +279,10 @@ def _sprite_masks(frames, background_HxWx3):
   sprite_FxHxW = np.stack([_clean(m) for m in to_sprite < to_background])
   if not sprite_FxHxW.any(axis=(1, 2)).all():
     return None
-  return sprite_rgb, sprite_FxHxW
+  inside_FxHxW = np.stack([_interior(m) for m in sprite_FxHxW])
+  colour_FxHxW = (inside_FxHxW if inside_FxHxW.sum() >= MIN_INTERIOR
+                  else sprite_FxHxW)
+  return np.median(frames[colour_FxHxW], axis=0), sprite_FxHxW
 
 
 def estimate_shot(frames_FxHxWx3, thresholds: Thresholds = DEFAULT_THRESHOLDS
