@@ -93,8 +93,6 @@ def base_config() -> ml_collections.ConfigDict:
   f = c.flow = ml_collections.ConfigDict()
   f.t_mean = 0.0                  # logit-normal timesteps, SD3 defaults
   f.t_std = 1.0
-  f.t_uniform = 0.0               # fraction of shots with t ~ U(0, 1) instead
-                                  # (keeps low noise in training)
   f.shift = 1.0                   # SD3 shift; 1 = none
   f.p_frame = 0.1                 # replace a shot by one of its frames
   f.p_text = 0.1                  # drop all text of a scene (CFG)
@@ -224,7 +222,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
                      "model.text_mode='embeddings' and model.use_pooled_text")
   if c.scene.max_shots < 1:
     raise ValueError(f"scene.max_shots={c.scene.max_shots} must be >= 1")
-  for p in ("p_frame", "p_text", "p_single", "t_uniform"):
+  for p in ("p_frame", "p_text", "p_single"):
     if not 0.0 <= c.flow[p] <= 1.0:
       raise ValueError(f"flow.{p}={c.flow[p]} must be in [0, 1]")
   choice("train.on_nonfinite", c.train.on_nonfinite, ON_NONFINITE)

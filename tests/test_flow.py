@@ -2,7 +2,6 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
-from scipy.stats import norm
 
 from lct_jax.diffusion import augment, flow
 
@@ -47,21 +46,6 @@ def test_logit_normal_timesteps_and_shift():
   np.testing.assert_allclose(float(flow.shift_timesteps(jnp.float32(0.5), 3.0)),
                              0.75)
   assert flow.resolution_shift(4096, 1024) == 2.0
-
-
-def test_uniform_mixture_timesteps():
-  """With `uniform` p, the CDF is p t + (1 - p) Phi((logit t - mean) / std)
-  (the mixture's, computed here independently of the sampler)."""
-  p, mean, std = 0.2, 1.0, 1.0
-  t = np.asarray(flow.sample_timesteps(jax.random.key(2), (200_000,),
-                                       mean=mean, std=std, uniform=p))
-  for x in (0.02, 0.1, 0.3, 0.5, 0.9):
-    want = p * x + (1 - p) * norm.cdf((np.log(x / (1 - x)) - mean) / std)
-    assert abs(np.mean(t < x) - want) < 0.005, (x, np.mean(t < x), want)
-  # The logit-normal alone almost never draws t < 0.1 at mean 1.
-  t0 = np.asarray(flow.sample_timesteps(jax.random.key(2), (200_000,),
-                                        mean=mean, std=std))
-  assert np.mean(t0 < 0.1) < 0.002 < 0.015 < np.mean(t < 0.1)
 
 
 def keys(b, seed=0):

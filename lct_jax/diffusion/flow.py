@@ -25,24 +25,10 @@ def resolution_shift(num_tokens: int, base_tokens: int) -> float:
 
 
 def sample_timesteps(key: jax.Array, shape, *, mean: float = 0.0,
-                     std: float = 1.0, shift: float = 1.0,
-                     uniform: float = 0.0) -> jax.Array:
-  """Logit-normal t = sigmoid(N(mean, std)), drawn independently per entry;
-  with probability `uniform` an entry is instead uniform on [0, 1].
-
-  The uniform part keeps every t in training: a logit-normal skewed to high
-  noise (mean 1) almost never draws t < 0.1, and a model that never saw low
-  noise damages a nearly clean image in the last Euler steps
-  (`benchmarks/denoise_from_t.py`).
-  """
-  if uniform > 0:
-    key, k_pick, k_uniform = jax.random.split(key, 3)
+                     std: float = 1.0, shift: float = 1.0) -> jax.Array:
+  """Logit-normal t = sigmoid(N(mean, std)), drawn independently per entry."""
   u = mean + std * jax.random.normal(key, shape, jnp.float32)
-  t = jax.nn.sigmoid(u)
-  if uniform > 0:
-    t = jnp.where(jax.random.uniform(k_pick, shape) < uniform,
-                  jax.random.uniform(k_uniform, shape), t)
-  return shift_timesteps(t, shift)
+  return shift_timesteps(jax.nn.sigmoid(u), shift)
 
 
 def _per_shot(t_BxN: jax.Array, ndim: int) -> jax.Array:
