@@ -22,6 +22,17 @@ DECAYS = ("cosine", "linear", "constant")
 DTYPES = ("float32", "bfloat16", "float16")
 DATA_SOURCES = ("synthetic", "tfds_synthetic", "scene_folder")
 ON_NONFINITE = ("skip", "stop")
+# Fields since removed from the schema, with the value under which they
+# changed nothing (ANY: none mattered). A saved run that held that value
+# loads and resumes as before; one that held another is refused.
+ANY = object()
+REMOVED = {"model.pooled_text_with_global": False,
+           "model.prediction_sigma_data": ANY}   # only read by data_skip
+
+
+def removed_noop(name: str, value) -> bool:
+  """Whether `name`, a field no longer in the schema, held its no-op value."""
+  return name in REMOVED and (REMOVED[name] is ANY or REMOVED[name] == value)
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -51,20 +62,14 @@ def base_config() -> ml_collections.ConfigDict:
   m.vocab_size = 256              # tokens mode
   m.text_embed_dim = 64           # width of token embeddings / given embeds
   m.use_pooled_text = True        # add pooled text of the group to c_g
-  m.pooled_text_with_global = False  # shots' pooled text + the global
-                                  # prompt's: the scene prompt reaches every
-                                  # shot's adaLN, not only its attention
   m.pooled_dim = 0                # embeddings mode: pooled vector width
   m.guidance_embeds = False       # distilled-guidance embed (HunyuanVideo)
   m.timestep_scale = 1000.0       # t in [0,1] -> sinusoid of t * scale
   m.global_timestep = 0.0         # t of the global prompt group (clean)
   m.prediction = "velocity"      # what the last layer predicts: velocity
                                   # (eps - z_0) | data (clean z_0, turned
-                                  # into velocity; pixel-space models) |
-                                  # data_skip (data, preconditioned with a
-                                  # skip of z_t; lct_jax/model/prediction.py)
-  m.prediction_t_min = 0.05       # data*: v = (z_t - x) / max(t, this)
-  m.prediction_sigma_data = 0.5   # data_skip: the data's standard deviation
+                                  # into velocity; pixel-space models)
+  m.prediction_t_min = 0.05       # data: v = (z_t - x) / max(t, this)
   m.zero_init = True              # adaLN-Zero: gates and output start at 0
   m.attention_mask = "bidirectional"   # or context_causal (causal stage)
   m.attention_impl = "auto"       # auto (cudnn on GPU, splash on TPU, else
@@ -186,6 +191,26 @@ def base_config() -> ml_collections.ConfigDict:
   return c
 
 
+# Numeric fields and the range each must lie in, checked by `validate`.
+_RULES = {">= 1": lambda x: x >= 1, ">= 0": lambda x: x >= 0,
+          "> 0": lambda x: x > 0, "in [0, 1]": lambda x: 0 <= x <= 1,
+          "in (0, 1]": lambda x: 0 < x <= 1}
+_RANGES = {
+    ">= 1": ("model.depth", "scene.max_shots", "train.log_every",
+             "train.checkpoint_every", "train.steps", "sample.steps",
+             "data.num_scenes", "data.prefetch"),
+    ">= 0": ("model.num_single_layers", "model.num_refiner_layers",
+             "train.keep_checkpoints", "train.sample_every",
+             "sample.cfg_scale", "data.workers", "data.read_threads",
+             "data.num_epochs", "data.synthetic_max_shots",
+             "data.synthetic_max_frames"),
+    "> 0": ("sample.shift",),
+    "in [0, 1]": ("flow.p_frame", "flow.p_text", "flow.p_single",
+                  "data.p_frame"),
+    "in (0, 1]": ("model.prediction_t_min",),
+}
+
+
 def validate(c: ml_collections.ConfigDict) -> None:
   """Raises ValueError naming the offending field. Cheap; call before jit."""
   m = c.model
@@ -207,60 +232,26 @@ def validate(c: ml_collections.ConfigDict) -> None:
   choice("model.attention_impl", m.attention_impl, dispatch.IMPLS)
   choice("model.text_mode", m.text_mode, mmdit.TEXT_MODES)
   choice("model.prediction", m.prediction, prediction.PREDICTIONS)
-  if not 0.0 < m.prediction_t_min <= 1.0:
-    raise ValueError(f"model.prediction_t_min={m.prediction_t_min} must be "
-                     "in (0, 1]")
   choice("model.compute_dtype", m.compute_dtype, DTYPES)
   choice("optim.decay", c.optim.decay, DECAYS)
-  if m.depth < 1:
-    raise ValueError(f"model.depth={m.depth} must be >= 1")
-  for name in ("num_single_layers", "num_refiner_layers"):
-    if m[name] < 0:
-      raise ValueError(f"model.{name}={m[name]} must be >= 0")
+  choice("train.on_nonfinite", c.train.on_nonfinite, ON_NONFINITE)
+  choice("data.source", c.data.source, DATA_SOURCES)
+  for rule, names in _RANGES.items():
+    for name in names:
+      section, field = name.split(".")
+      if not _RULES[rule](c[section][field]):
+        raise ValueError(f"{name}={c[section][field]} must be {rule}")
   if m.text_mode == "embeddings" and m.use_pooled_text and m.pooled_dim < 1:
     raise ValueError("model.pooled_dim must be set (> 0) when "
                      "model.text_mode='embeddings' and model.use_pooled_text")
-  if c.scene.max_shots < 1:
-    raise ValueError(f"scene.max_shots={c.scene.max_shots} must be >= 1")
-  for p in ("p_frame", "p_text", "p_single"):
-    if not 0.0 <= c.flow[p] <= 1.0:
-      raise ValueError(f"flow.{p}={c.flow[p]} must be in [0, 1]")
-  choice("train.on_nonfinite", c.train.on_nonfinite, ON_NONFINITE)
-  for name in ("log_every", "checkpoint_every", "steps"):
-    if c.train[name] < 1:
-      raise ValueError(f"train.{name}={c.train[name]} must be >= 1")
-  if c.train.keep_checkpoints < 0:
-    raise ValueError(f"train.keep_checkpoints={c.train.keep_checkpoints} "
-                     "must be >= 0")
   if c.train.batch_size % c.train.grad_accum:
     raise ValueError(f"train.batch_size={c.train.batch_size} is not divisible "
                      f"by train.grad_accum={c.train.grad_accum}")
-  sa = c.sample
-  if sa.steps < 1:
-    raise ValueError(f"sample.steps={sa.steps} must be >= 1")
-  if sa.shift <= 0:
-    raise ValueError(f"sample.shift={sa.shift} must be > 0")
-  if sa.cfg_scale < 0:
-    raise ValueError(f"sample.cfg_scale={sa.cfg_scale} must be >= 0")
-  if not 0.0 <= sa.t_c <= 1.0:
-    raise ValueError(f"sample.t_c={sa.t_c} must be in [0, 1] (internal "
+  if not 0.0 <= c.sample.t_c <= 1.0:
+    raise ValueError(f"sample.t_c={c.sample.t_c} must be in [0, 1] (internal "
                      "scale; 0-1000 only on command lines and scene files)")
-  if c.train.sample_every < 0:
-    raise ValueError(f"train.sample_every={c.train.sample_every} must be "
-                     ">= 0")
-  d = c.data
-  choice("data.source", d.source, DATA_SOURCES)
-  for name in ("num_scenes", "prefetch"):
-    if d[name] < 1:
-      raise ValueError(f"data.{name}={d[name]} must be >= 1")
-  for name in ("workers", "read_threads", "num_epochs", "synthetic_max_shots",
-               "synthetic_max_frames"):
-    if d[name] < 0:
-      raise ValueError(f"data.{name}={d[name]} must be >= 0")
-  if not 0.0 <= d.p_frame <= 1.0:
-    raise ValueError(f"data.p_frame={d.p_frame} must be in [0, 1]")
-  if d.p_frame > 0 and c.flow.p_frame > 0:
-    raise ValueError(f"data.p_frame={d.p_frame} and flow.p_frame="
+  if c.data.p_frame > 0 and c.flow.p_frame > 0:
+    raise ValueError(f"data.p_frame={c.data.p_frame} and flow.p_frame="
                      f"{c.flow.p_frame} would substitute frames twice; set "
                      "one of them to 0")
   buckets.validate_buckets(c)

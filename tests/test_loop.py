@@ -19,6 +19,7 @@ import pytest
 from lct_jax import configlib
 from lct_jax.data import pipeline
 from lct_jax.parallel import make_mesh
+from lct_jax.sampling.load import load_config
 from lct_jax.training import abstract_model, placement
 from lct_jax.training import loop
 from lct_jax.training.checkpoint import (Checkpointer, CheckpointError,
@@ -164,6 +165,33 @@ def test_a_checkpoint_of_another_model_is_an_error_not_corruption(
   with pytest.raises(CheckpointError, match="different model.*model.width"):
     restore(straight_run, other)
   assert not (straight_run / "corrupt_checkpoints").exists()
+
+
+@pytest.mark.parametrize("value, loads", [(False, True), (True, False)])
+def test_a_removed_field_loads_only_at_its_no_op_value(straight_run,
+                                                       tmp_path, value, loads):
+  """A run saved while `model.pooled_text_with_global` existed (since
+  removed): at False it changed nothing, so the checkpoint and config.json
+  load as before; at True the model would silently differ, so both refuse
+  it by name."""
+  workdir = tmp_path / "run"
+  shutil.copytree(straight_run, workdir)
+  for path in [workdir / "config.json",
+               *workdir.glob("checkpoints/*/meta/metadata")]:
+    saved = json.loads(path.read_text())
+    (saved["config"] if "config" in saved else saved)["model"][
+        "pooled_text_with_global"] = value
+    path.write_text(json.dumps(saved))
+  if loads:
+    assert restore(workdir)["step"] == 8
+    assert "pooled_text_with_global" not in load_config(str(workdir)).model
+  else:
+    with pytest.raises(CheckpointError,
+                       match="different model.*pooled_text_with_global"):
+      restore(workdir)
+    with pytest.raises(CheckpointError, match="pooled_text_with_global=True"):
+      load_config(str(workdir))
+  assert not (workdir / "corrupt_checkpoints").exists()
 
 
 def test_tensorboard_scalars(straight_run):

@@ -33,40 +33,6 @@ def test_perfect_data_prediction_is_the_velocity_target():
   np.testing.assert_allclose(v, z0 / 0.05, rtol=1e-6)
 
 
-def test_data_skip_is_edm_preconditioning():
-  """x_hat = c_skip z_t + c_out F with Karras et al.'s coefficients in their
-  own variables (sigma = t / (1 - t), input z_t / (1 - t) = x + sigma eps):
-  the network output that gives x_hat = z_0 yields the velocity target."""
-  k0, k1, k2, k3 = jax.random.split(jax.random.key(2), 4)
-  z0 = 0.5 * jax.random.normal(k0, (2, 3, 1, 4, 4, 3))
-  eps = jax.random.normal(k1, z0.shape)
-  t = jax.random.uniform(k2, (2, 3), minval=0.06, maxval=0.99)
-  z_t = flow.add_noise(z0, eps, t)
-  sd = 0.5
-  tt = t[:, :, None, None, None, None]
-  sigma = tt / (1 - tt)
-  c_skip = sd**2 / (sigma**2 + sd**2)
-  c_out = sigma * sd / jnp.sqrt(sigma**2 + sd**2)
-  net = (z0 - c_skip * z_t / (1 - tt)) / c_out      # F with x_hat = z0
-  m = ml_collections.ConfigDict(dict(prediction="data_skip",
-                                     prediction_t_min=0.05,
-                                     prediction_sigma_data=sd))
-  np.testing.assert_allclose(to_velocity(net, z_t, t, m),
-                             flow.velocity_target(z0, eps), atol=1e-4)
-  # At t = 1 it is data prediction of a unit-variance output scaled by s
-  # (x_hat = s F); near t = 0 a zero output keeps
-  # the input (x_hat ~ z_t, so the velocity is ~0).
-  f = jax.random.normal(k3, z0.shape)
-  ones = jnp.ones((2, 3))
-  m_data = ml_collections.ConfigDict(dict(prediction="data",
-                                          prediction_t_min=0.05))
-  np.testing.assert_allclose(to_velocity(f, z_t, ones, m),
-                             to_velocity(sd * f, z_t, ones, m_data), atol=1e-6)
-  tiny = jnp.full((2, 3), 1e-3)
-  gap = to_velocity(0 * f, z_t, tiny, m) * 0.05          # z_t - x_hat
-  assert float(jnp.abs(gap).max()) <= 2e-3 * float(jnp.abs(z_t).max())
-
-
 def test_mmdit_applies_it_to_its_own_output():
   c = configlib.base_config()
   c.model.zero_init = False

@@ -50,8 +50,6 @@ class KVCache:
                             #   text  [layers, B, 1 + C, L, H, Dh]
   text_len: jax.Array       # int32 [B, 1 + C]: group 0 the global prompt
   num_frames: jax.Array     # int32 [B, C]; 0 = empty slot
-  global_pooled: jax.Array  # [B, P] the global prompt's pooled text (P = 0
-                            #   without model.use_pooled_text)
   # What built it (static: part of the treedef, not traced), so that a
   # cache is never read by a model of another shape (`check_model`).
   model_shape: tuple = flax.struct.field(pytree_node=False, default=())
@@ -82,7 +80,7 @@ class KVCache:
                         f"{self.model_shape} vs {model_shape}"))
 
   @classmethod
-  def create(cls, global_kv: StreamKV, text_len_B, pooled_BxP, *,
+  def create(cls, global_kv: StreamKV, text_len_B, *,
              capacity: int, model_shape: tuple = ()) -> KVCache:
     """A cache of `capacity` empty shot slots after the global group's K/V
     (a forward of the global prompt alone, `MMDiT.__call__` with no shots
@@ -97,8 +95,6 @@ class KVCache:
         kv=_constrain_kv(jax.tree.map(pad, global_kv)),
         text_len=jnp.pad(text_len_B[:, None], ((0, 0), (0, capacity))),
         num_frames=jnp.zeros((B, capacity), jnp.int32),
-        global_pooled=(jnp.zeros((B, 0), global_kv.vid_k.dtype)
-                       if pooled_BxP is None else pooled_BxP),
         model_shape=tuple(model_shape))
 
   def write(self, slot, kv: StreamKV, text_len_B, num_frames_B) -> KVCache:
@@ -172,9 +168,5 @@ def init_cache(model, text_BxL, text_len_B, pooled_BxP=None, *,
                 jnp.asarray(text_len_B, jnp.int32)[:, None],
                 jnp.zeros((B, 0), jnp.int32), as_group(pooled_BxP),
                 guidance_B, kv_out=True)
-  pooled = model.pooled_text(text_BxL[:, None], text_len_B[:, None],
-                             as_group(pooled_BxP))
-  return KVCache.create(kv, text_len_B,
-                        None if pooled is None else pooled[:, 0],
-                        capacity=capacity,
+  return KVCache.create(kv, text_len_B, capacity=capacity,
                         model_shape=model_shape_of(model.config.model, geom))

@@ -83,21 +83,6 @@ class FinalLayer(nnx.Module):
                          rngs=rngs, zero=zero)
 
 
-def with_global_pooled(pooled_BxGxP: jax.Array) -> jax.Array:
-  """Shot groups' pooled text plus the global group's (group 0).
-
-  In a single-shot model the one caption describes the whole video and its
-  pooled vector drives every adaLN; a scene splits that caption into the
-  global prompt and shot prompts, and without this the global prompt (the
-  identity and environment) reaches the video only through attention,
-  where its few keys are diluted by every shot's tokens. A summed vector
-  keeps an empty global prompt (single-shot examples) a no-op. On the
-  synthetic demo it measured no gain (BENCHMARKS.md, session of
-  2026-12-04), so it is off by default.
-  """
-  return pooled_BxGxP.at[:, 1:].add(pooled_BxGxP[:, :1])
-
-
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
   """What the network is: the run config's model section and the scene
@@ -221,7 +206,7 @@ class MMDiT(nnx.Module):
 
   def conditioning(self, t_BxG, pooled_BxGxP, guidance_B=None) -> jax.Array:
     """Per-group conditioning c [B, G, D] of these groups, from their
-    timesteps and the pooled text vector that drives each (`_pooled_in`)."""
+    timesteps and pooled text vectors."""
     m = self.config.model
     tte = self.time_text_embed
     sinus = timestep_sinusoid(t_BxG * m.timestep_scale)
@@ -235,17 +220,6 @@ class MMDiT(nnx.Module):
           timestep_sinusoid(guidance_B * m.timestep_scale).astype(self._dtype()))
       c_BxGxD = c_BxGxD + g[:, None]
     return c_BxGxD
-
-  def _pooled_in(self, own_pooled_BxGxP, global_pooled_BxP, first_group):
-    """The pooled vector each own group's adaLN reads: its own, plus the
-    global prompt's for shot groups under `model.pooled_text_with_global`.
-    `first_group` is the id of the first own group (0: it is the global)."""
-    if own_pooled_BxGxP is None or not self.config.model.pooled_text_with_global:
-      return own_pooled_BxGxP
-    if first_group == 0:
-      return with_global_pooled(own_pooled_BxGxP)
-    return own_pooled_BxGxP + global_pooled_BxP[:, None].astype(
-        own_pooled_BxGxP.dtype)
 
   def _dtype(self):
     return jnp.dtype(self.config.model.compute_dtype)
@@ -372,7 +346,7 @@ class MMDiT(nnx.Module):
       geom = self.geom.with_shots(N)
       layout = build_layout(geom, text_len_BxG, num_frames_BxN,
                             text_rope=m.text_rope)
-      t_BxG, first_group, global_pooled = self.group_timesteps(t_BxN), 0, None
+      t_BxG, first_group = self.group_timesteps(t_BxN), 0
     else:
       if m.attention_mask != "context_causal":
         raise ValueError("a forward against a KV cache needs "
@@ -388,11 +362,8 @@ class MMDiT(nnx.Module):
       geom, layout = cached_layout(self.geom, cache, pool_BxC, text_len_BxG,
                                    num_frames_BxN, text_rope=m.text_rope)
       t_BxG, first_group = t_BxN, 1 + cache.capacity
-      global_pooled = cache.global_pooled
     txt = self.embed_text(text_BxGxL, text_len_BxG, t_BxG)
-    pooled = self._pooled_in(
-        self.pooled_text(text_BxGxL, text_len_BxG, pooled_BxGxP),
-        global_pooled, first_group)
+    pooled = self.pooled_text(text_BxGxL, text_len_BxG, pooled_BxGxP)
     c_BxGxD = self.conditioning(t_BxG, pooled, guidance_B)
     ctx = self.block_inputs(c_BxGxD, geom, layout, prefix_groups=first_group)
 

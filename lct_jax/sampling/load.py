@@ -26,8 +26,12 @@ def _overlay(base: ml_collections.ConfigDict, saved: dict, where: str):
   """Saved values onto the current schema (JSON lists back to tuples;
   fields added to the schema since the run keep their defaults)."""
   for key, value in saved.items():
-    if key not in base:
-      continue     # a field since removed from the schema: not ours to use
+    if key not in base:      # a field since removed from the schema
+      if not configlib.removed_noop(f"{where}{key}", value):
+        raise CheckpointError(
+            f"the run's config has {where}{key}={value!r}, an option this "
+            "version no longer has; use the version that trained it")
+      continue
     if isinstance(base[key], ml_collections.ConfigDict):
       _overlay(base[key], value, f"{where}{key}.")
     elif isinstance(base[key], tuple) and isinstance(value, list):

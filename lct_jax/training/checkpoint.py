@@ -167,9 +167,12 @@ class Checkpointer:
     default = config_to_dict(configlib.base_config())
     was = lambda section, k: saved[section].get(
         k, default.get(section, {}).get(k))
+    # A field removed since is no difference where it held its no-op value.
+    gone = lambda section, k: k not in now[section] and configlib.removed_noop(
+        f"{section}.{k}", saved[section][k])
     diff = [f"{section}.{k}" for section in MODEL_SECTIONS
             for k in sorted(set(saved[section]) | set(now[section]))
-            if k not in RUNTIME_FIELDS
+            if k not in RUNTIME_FIELDS and not gone(section, k)
             and was(section, k) != now[section].get(k)]
     if diff:
       raise CheckpointError(
