@@ -114,7 +114,9 @@ def base_config() -> ml_collections.ConfigDict:
   o.eps = 1e-8
   o.weight_decay = 0.0            # not applied to biases and norm weights
   o.clip_norm = 1.0               # global-norm clipping; 0 = off
-  o.ema_decay = 0.999             # EMA of parameters; 0 = EMA equals params
+  o.ema_decay = 0.999             # EMA of parameters, warmed up as
+                                  # (1 + n) / (10 + n) at update n
+                                  # (training/step.py); 0 = the params
 
   # --- train ---------------------------------------------------------------
   t = c.train = ml_collections.ConfigDict()

@@ -12,6 +12,7 @@ from lct_jax import batch as batch_lib
 from lct_jax import configlib
 from lct_jax.training import (abstract_model, compute_grads, count_params,
                               create_train_state, init_model, make_train_step)
+from lct_jax.training.step import ema_decay_at
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -41,6 +42,29 @@ def test_overfits_one_fixed_scene():
   # EMA with decay 0 follows the parameters exactly.
   assert jax.tree.all(jax.tree.map(np.array_equal, state.ema_params,
                                    state.params))
+
+
+def test_ema_warms_up_from_the_initial_weights():
+  """With ema_decay 0.999 the first updates use decays 1/10 and 2/11 (not
+  0.999): by hand, ema_2 = d1 (d0 p0 + (1 - d0) p1) + (1 - d1) p2."""
+  c = tiny_config()
+  c.optim.ema_decay = 0.999
+  graphdef, params = init_model(c)
+  state = create_train_state(c, params)
+  step = make_train_step(graphdef, c)
+  batch = batch_lib.random_batch(c, 0, c.train.batch_size, min_shots=2)
+  host = lambda tree: jax.tree.map(np.array, tree)   # the step donates state
+  seen = [host(state.params)]
+  for i in range(2):
+    state, _ = step(state, batch, jax.random.key(i))
+    seen.append(host(state.params))
+  d0, d1 = 1 / 10, 2 / 11
+  want = jax.tree.map(
+      lambda p0, p1, p2: d1 * (d0 * p0 + (1 - d0) * p1) + (1 - d1) * p2,
+      *seen)
+  jax.tree.map(lambda a, b: assert_close(a, b, 1e-6), state.ema_params, want)
+  # Far into a run the configured decay holds.
+  assert float(ema_decay_at(10 ** 6, 0.999)) == np.float32(0.999)
 
 
 def assert_close(a, b, tol):

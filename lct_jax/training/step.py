@@ -145,6 +145,17 @@ def compute_grads(params, batch: dict, keys_B: jax.Array, *, graphdef, config):
   return loss_sum, count, grads
 
 
+def ema_decay_at(step, ema_decay: float) -> jax.Array:
+  """The EMA decay of update `step` (0-based): min(ema_decay, (1 + step) /
+  (10 + step)), the warm-up of TensorFlow's ExponentialMovingAverage and
+  diffusers' EMAModel. Without it a run's EMA holds its initial weights
+  for about 1 / (1 - ema_decay) steps: random ones, or after
+  `train.init_from` the earlier stage's, which are not what this run
+  learns (BENCHMARKS.md, "the LCT stage's EMA")."""
+  step = jnp.asarray(step, jnp.float32)
+  return jnp.minimum(jnp.float32(ema_decay), (1.0 + step) / (10.0 + step))
+
+
 def train_step(state: TrainState, batch: dict, rng: jax.Array, *, graphdef,
                config, tx: optax.GradientTransformation,
                schedule: optax.Schedule) -> tuple[TrainState, dict]:
@@ -161,7 +172,7 @@ def train_step(state: TrainState, batch: dict, rng: jax.Array, *, graphdef,
   loss, grad_norm = loss_sum / denom, optax.tree.norm(grads)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
-  decay = config.optim.ema_decay
+  decay = ema_decay_at(state.step, config.optim.ema_decay)
   ema = jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p,
                      state.ema_params, params)
   # A non-finite loss or gradient keeps the old params, moments and EMA.
