@@ -37,9 +37,13 @@ from lct_jax import configlib
 from lct_jax.stages import apply_stage
 
 
-# Steps per stage on 2 idle cores: text_rope at ~11 steps/s (96 tokens),
-# lct and causal at ~3.5 (336 tokens); together ~13 minutes of training.
-STEPS = {"text_rope": 4000, "lct": 1400, "causal": 1400}
+# Steps per stage on 2 idle cores: text_rope at ~13 steps/s (96 tokens),
+# lct and causal at ~3.7 (336 tokens); together ~13 minutes of training.
+# Most of it goes to the single-shot stage: per minute it teaches the
+# picture fastest, and the scene stage then needs only a few minutes
+# (BENCHMARKS.md, "Session of 2026-12-04 (fourth)": 7000 + 800 steps put the
+# background right in about 3x as many shots as 4000 + 1400).
+STEPS = {"text_rope": 7000, "lct": 800, "causal": 800}
 CHECKPOINT_EVERY = {"text_rope": 1000, "lct": 200, "causal": 200}  # ~90 s
 
 
