@@ -42,7 +42,7 @@ from lct_jax.stages import apply_stage
 # Most of it goes to the single-shot stage: per minute it teaches the
 # picture fastest, and the scene stage then needs only a few minutes
 # (BENCHMARKS.md, "Session of 2026-12-04 (fourth)": 7000 + 800 steps put the
-# background right in about 3x as many shots as 4000 + 1400).
+# background right in about twice as many shots as 4000 + 1400).
 STEPS = {"text_rope": 7000, "lct": 800, "causal": 800}
 CHECKPOINT_EVERY = {"text_rope": 1000, "lct": 200, "causal": 200}  # ~90 s
 
