@@ -151,7 +151,7 @@ def ema_decay_at(step, ema_decay: float) -> jax.Array:
   diffusers' EMAModel. Without it a run's EMA holds its initial weights
   for about 1 / (1 - ema_decay) steps: random ones, or after
   `train.init_from` the earlier stage's, which are not what this run
-  learns (BENCHMARKS.md, "the LCT stage's EMA")."""
+  learns (BENCHMARKS.md, "Session of 2026-12-04 (fourth)")."""
   step = jnp.asarray(step, jnp.float32)
   return jnp.minimum(jnp.float32(ema_decay), (1.0 + step) / (10.0 + step))
 
