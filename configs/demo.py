@@ -79,7 +79,11 @@ def get_config(stage: str = "lct"):
                                     # carry no global prompt)
 
   o = c.optim
-  o.lr = 2e-3                       # tiny model, short run
+  o.lr = 2e-3                       # tiny model, short run (4e-3: worse)
+  o.b2 = 0.95                       # Adam's second moment over ~20 steps,
+                                    # not ~1000: 3x the recognised shots of
+                                    # 0.999 after the 7000 single-shot steps
+                                    # (BENCHMARKS.md, 2026-12-04 (fourth))
   o.warmup_steps = 50
   o.decay = "cosine"
   o.weight_decay = 0.01

@@ -1,7 +1,8 @@
 """The demo model (`configs/demo.py`) trained about 60 minutes on 2 CPU
 cores instead of 15: the same model, data and two-stage recipe, about 4x
 the steps and a longer EMA horizon. See BENCHMARKS.md ("Demo generation")
-for what each length reaches.
+for what each length reaches; those runs predate the demo's
+`optim.b2 = 0.95`, which this config now inherits, and used 0.999.
 
   python train.py --config configs/demo_long.py:text_rope \\
       --workdir runs/demo_long_base                                # ~36 min
