@@ -194,6 +194,18 @@ def test_a_removed_field_loads_only_at_its_no_op_value(straight_run,
   assert not (workdir / "corrupt_checkpoints").exists()
 
 
+def test_a_removed_training_only_field_is_ignored(straight_run, tmp_path):
+  """`flow.t_uniform` (tried once, then removed) never shaped the model: a
+  run that set it still loads for sampling."""
+  workdir = tmp_path / "run"
+  shutil.copytree(straight_run, workdir)
+  path = workdir / "config.json"
+  saved = json.loads(path.read_text())
+  saved["flow"]["t_uniform"] = 0.2
+  path.write_text(json.dumps(saved))
+  assert "t_uniform" not in load_config(str(workdir)).flow
+
+
 def test_tensorboard_scalars(straight_run):
   ea_mod = pytest.importorskip(
       "tensorboard.backend.event_processing.event_accumulator")

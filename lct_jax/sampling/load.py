@@ -27,7 +27,10 @@ def _overlay(base: ml_collections.ConfigDict, saved: dict, where: str):
   fields added to the schema since the run keep their defaults)."""
   for key, value in saved.items():
     if key not in base:      # a field since removed from the schema
-      if not configlib.removed_noop(f"{where}{key}", value):
+      # Only those that shaped the model are judged (configlib.REMOVED);
+      # others (training-only ones) do not matter to a loaded model.
+      name = f"{where}{key}"
+      if name in configlib.REMOVED and not configlib.removed_noop(name, value):
         raise CheckpointError(
             f"the run's config has {where}{key}={value!r}, an option this "
             "version no longer has; use the version that trained it")
