@@ -52,10 +52,6 @@ GIB = topology.GIB
 HEADROOM = 0.10
 
 
-class DoesNotFit(Exception):
-  """A step needs more HBM than the chip has; the message has the numbers."""
-
-
 @dataclasses.dataclass
 class Report:
   what: str
@@ -68,13 +64,13 @@ class Report:
   optimizer: int
   ema: int
   batch: int
-  arguments: int | None    # from the compiler; None when it refused
-  outputs: int | None
-  aliased: int | None
-  temp: int | None
-  needed: int | None       # RESOURCE_EXHAUSTED's figure when it refused
   flops: flops_lib.StepFlops | None
-  compile_s: float
+  arguments: int | None = None   # from the compiler; None when it refused
+  outputs: int | None = None
+  aliased: int | None = None
+  temp: int | None = None
+  needed: int | None = None      # RESOURCE_EXHAUSTED's figure when refused
+  compile_s: float = 0.0
   note: str = ""           # why it was not compiled, if it was not
   compiled: object = dataclasses.field(default=None, repr=False)
 
@@ -103,19 +99,15 @@ class Report:
         f"{self.tokens_per_scene:,} tokens, grad_accum {self.grad_accum}; "
         f"compile {self.compile_s:.0f} s",
         f"{'per device':<34}{'GiB':>9}{'of HBM':>8}",
-        f"{'  parameters (float32)':<34}{g(self.params)}{pct(self.params)}",
-        f"{'  optimizer moments':<34}{g(self.optimizer)}{pct(self.optimizer)}",
-        f"{'  EMA':<34}{g(self.ema)}{pct(self.ema)}",
-        f"{'  batch share':<34}{g(self.batch)}{pct(self.batch)}",
-        f"{'arguments (all of the above)':<34}{g(self.arguments)}"
-        f"{pct(self.arguments)}",
-        f"{'outputs':<34}{g(self.outputs)}{pct(self.outputs)}",
-        f"{'  of which in donated arguments':<34}{g(self.aliased)}"
-        f"{pct(self.aliased)}",
-        f"{'temp (activations, grads, work)':<34}{g(self.temp)}"
-        f"{pct(self.temp)}",
-        f"{'total = args + out - alias + temp':<34}{g(self.total)}"
-        f"{pct(self.total)}",
+        *(f"{label:<34}{g(b)}{pct(b)}" for label, b in (
+            ("  parameters (float32)", self.params),
+            ("  optimizer moments", self.optimizer), ("  EMA", self.ema),
+            ("  batch share", self.batch),
+            ("arguments (all of the above)", self.arguments),
+            ("outputs", self.outputs),
+            ("  of which in donated arguments", self.aliased),
+            ("temp (activations, grads, work)", self.temp),
+            ("total = args + out - alias + temp", self.total))),
         f"{'HBM per device':<34}{g(hbm)}",
     ]
     if self.flops is not None:
@@ -210,9 +202,8 @@ def compile_train_step(config, slice_name: str) -> Report:
       params=_bytes_per_device(state.params),
       optimizer=_bytes_per_device(state.opt_state),
       ema=_bytes_per_device(state.ema_params),
-      batch=_bytes_per_device(batch), arguments=None, outputs=None,
-      aliased=None, temp=None, needed=None,
-      flops=flops_lib.step_flops(config, abstract_params), compile_s=0.0)
+      batch=_bytes_per_device(batch),
+      flops=flops_lib.step_flops(config, abstract_params))
 
   resident = report.params + report.optimizer + report.ema + report.batch
   if resident > tpu_slice.hbm_bytes:
@@ -274,9 +265,7 @@ def _sampler_report(what, config, tpu_slice, mesh, params,
       grad_accum=1,
       tokens_per_scene=SceneGeometry.from_config(config).seq_len,
       params=_bytes_per_device(params), optimizer=0, ema=0,
-      batch=_bytes_per_device(inputs),
-      arguments=None, outputs=None, aliased=None, temp=None, needed=None,
-      flops=None, compile_s=0.0)
+      batch=_bytes_per_device(inputs), flops=None)
 
 
 SAMPLERS = ("joint", "causal")

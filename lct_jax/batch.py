@@ -80,22 +80,17 @@ def validate_batch(batch: dict, config) -> None:
                      f"match model.text_mode={config.model.text_mode!r}")
   # Value checks on host (numpy) inputs only: never under tracing, and never
   # a device-to-host sync on arrays the input pipeline already placed.
-  nf = batch["num_frames"]
-  if isinstance(nf, np.ndarray):
-    nf = np.asarray(nf)
-    if nf.min() < 0 or nf.max() > config.scene.frames:
-      raise ValueError(f"batch['num_frames'] must be in [0, scene.frames="
-                       f"{config.scene.frames}], got range "
-                       f"[{nf.min()}, {nf.max()}]")
-    valid = nf > 0
-    if np.any(valid[:, 1:] & ~valid[:, :-1]):
+  if not isinstance(batch["num_frames"], np.ndarray):
+    return
+  for key, field in (("num_frames", "frames"), ("text_len", "max_text_len")):
+    x, hi = np.asarray(batch[key]), config.scene[field]
+    if x.min() < 0 or x.max() > hi:
+      raise ValueError(f"batch[{key!r}] must be in [0, scene.{field}={hi}], "
+                       f"got range [{x.min()}, {x.max()}]")
+    valid = x > 0
+    if key == "num_frames" and np.any(valid[:, 1:] & ~valid[:, :-1]):
       raise ValueError("batch['num_frames']: valid shots must form a prefix "
                        "of the shot slots (a padded shot precedes a real one)")
-    tl = np.asarray(batch["text_len"])
-    if tl.min() < 0 or tl.max() > config.scene.max_text_len:
-      raise ValueError(f"batch['text_len'] must be in [0, scene.max_text_len="
-                       f"{config.scene.max_text_len}], got range "
-                       f"[{tl.min()}, {tl.max()}]")
 
 
 def random_batch(config, seed: int, batch_size: int, *,
@@ -117,7 +112,7 @@ def random_batch(config, seed: int, batch_size: int, *,
   text_len[:, 1:] = np.where(num_frames > 0, text_len[:, 1:], 0)
   batch = {
       "latents": rng.standard_normal(
-          (B, N, g.frames, g.height, g.width, g.channels)).astype(np.float32),
+          expected_shapes(config, B)["latents"]).astype(np.float32),
       "num_frames": num_frames.astype(np.int32),
       "text_len": text_len.astype(np.int32),
   }

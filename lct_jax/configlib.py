@@ -11,16 +11,13 @@ import importlib.util
 import ml_collections
 
 from lct_jax.attention import context, dispatch, mask
-from lct_jax.data import buckets
+from lct_jax.data import buckets, pipeline
 from lct_jax.layout import SceneGeometry, rope
 from lct_jax.model import mmdit, prediction, remat
 
-# Option lists of fields that training and the data pipeline implement
-# (layers above or beside this one); the model's and attention's come from
-# their implementations, imported above.
+# Option lists of fields that training implements (a layer above this one,
+# which reads them from here); the others come from their implementations.
 DECAYS = ("cosine", "linear", "constant")
-DTYPES = ("float32", "bfloat16", "float16")
-DATA_SOURCES = ("synthetic", "tfds_synthetic", "scene_folder")
 ON_NONFINITE = ("skip", "stop")
 # Fields since removed from the schema, with the value under which they
 # changed nothing (ANY: none mattered). A saved run that held that value
@@ -234,10 +231,10 @@ def validate(c: ml_collections.ConfigDict) -> None:
   choice("model.attention_impl", m.attention_impl, dispatch.IMPLS)
   choice("model.text_mode", m.text_mode, mmdit.TEXT_MODES)
   choice("model.prediction", m.prediction, prediction.PREDICTIONS)
-  choice("model.compute_dtype", m.compute_dtype, DTYPES)
+  choice("model.compute_dtype", m.compute_dtype, mmdit.COMPUTE_DTYPES)
   choice("optim.decay", c.optim.decay, DECAYS)
   choice("train.on_nonfinite", c.train.on_nonfinite, ON_NONFINITE)
-  choice("data.source", c.data.source, DATA_SOURCES)
+  choice("data.source", c.data.source, pipeline.DATA_SOURCES)
   for rule, names in _RANGES.items():
     for name in names:
       section, field = name.split(".")

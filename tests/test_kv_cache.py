@@ -239,3 +239,37 @@ def test_a_cache_of_another_model_is_refused_by_name(change, named):
   with pytest.raises(ValueError, match=named):
     other(z, np.zeros((1, 1), np.float32), np.zeros((1, 1, 4), np.int32),
           np.int32([[2]]), np.int32([[3]]), cache=cache)
+
+
+def test_the_jitted_sampler_refuses_another_models_cache_before_tracing(
+    monkeypatch):
+  """The cached-shot sampler (`causal.jitted`, through `Sampler`) checks
+  the cache's model eagerly: a clear error naming the difference, raised
+  outside any trace."""
+  import jax
+  c = tiny_config()
+  c.model.attention_mask = "context_causal"
+
+  def sampler_of(c):
+    graphdef, params = nnx.split(MMDiT(c, rngs=nnx.Rngs(0)), nnx.Param)
+    return Sampler(c, graphdef, nnx.to_pure_dict(params), steps=2)
+
+  scene = three_shot_scene(c)
+  cache = sampler_of(c).new_cache(scene)
+  c.model.depth = 3
+  other = sampler_of(c)
+  traced = []
+  check = kv_cache.KVCache.check_model
+
+  def spy(cache, model):
+    traced.append(isinstance(cache.num_frames, jax.core.Tracer))
+    return check(cache, model)
+
+  monkeypatch.setattr(kv_cache.KVCache, "check_model", spy)
+  shot = scene.shots[0]
+  with pytest.raises(ValueError, match="depth 2 \\(cache\\) vs 3"):
+    other.denoise_cached(cache, [], shot)
+  with pytest.raises(ValueError, match="depth 2 \\(cache\\) vs 3"):
+    other.encode_cached(cache, 0, [], shot,
+                        np.zeros(other.shot_shape, np.float32))
+  assert traced == [False, False]

@@ -149,9 +149,6 @@ def attend_context(q_BxSqxHxD, k_BxSkxHxD, v_BxSkxHxD,
   n = mesh_axis_size(AXIS)
   batch, q_len, heads, _ = q_BxSqxHxD.shape
   kv_len = k_BxSkxHxD.shape[1]
-  if strategy not in STRATEGIES:
-    raise ValueError(f"context_strategy={strategy!r} is not one of "
-                     f"{STRATEGIES}")
   check_context(strategy, num_heads=heads, seq_len=min(q_len, kv_len),
                 context=n, tensor=mesh_axis_size("tensor"))
   splash = local == "splash" and strategy != "ring"
@@ -209,26 +206,24 @@ def _all_gather(q, k, v, valid, q_ids, kv_ids, *, causal, n, block_q, block_kv,
   uniform = _uniform(q_rows)
   # Splash's mask is static, one for all devices: the query ids of the
   # devices must agree, unless the mask ignores them (bidirectional).
-  if splash is not None and (uniform or not causal):
-    def body(q_l, k_l, v_l, valid_l):
-      gather = lambda x: lax.all_gather(x, AXIS, axis=1, tiled=True)
-      valid_all = gather(valid_l)
-      return splash(q_l, gather(k_l), gather(v_l), mask_lib.GroupMask(
-          _real_ids(q_rows[0]), _real_ids(kv_ids), valid_all, causal))
-    return _shard_map(body, specs, ("x", "x", "x", "valid"), ("x",),
-                      check_vma=False)(q, k, v, valid)
-  plan = plan_lib.make_plan(q_rows[:1] if uniform else q_rows, kv_ids,
-                             block_q, block_kv, causal)
-  kv_ids_all = jnp.asarray(kv_ids)
+  use_splash = splash is not None and (uniform or not causal)
+  if use_splash:
+    attend = lambda q_l, k, v, valid, _: splash(q_l, k, v, mask_lib.GroupMask(
+        _real_ids(q_rows[0]), _real_ids(kv_ids), valid, causal))
+  else:
+    plan = plan_lib.make_plan(q_rows[:1] if uniform else q_rows, kv_ids,
+                              block_q, block_kv, causal)
+    kv_ids_all = jnp.asarray(kv_ids)
+    attend = lambda q_l, k, v, valid, q_ids_l: blockwise.attend_planned(
+        plan, q_l, k, v, valid, None if uniform else (q_ids_l, kv_ids_all))
 
   def body(q_l, k_l, v_l, valid_l, q_ids_l):
     gather = lambda x: lax.all_gather(x, AXIS, axis=1, tiled=True)
-    ids = None if uniform else (q_ids_l, kv_ids_all)
-    return blockwise.attend_planned(plan, q_l, gather(k_l), gather(v_l),
-                                    gather(valid_l), ids)
+    return attend(q_l, gather(k_l), gather(v_l), gather(valid_l), q_ids_l)
 
-  return _shard_map(body, specs, ("x", "x", "x", "valid", "ids"), ("x",))(
-      q, k, v, valid, jnp.asarray(q_ids))
+  return _shard_map(body, specs, ("x", "x", "x", "valid", "ids"), ("x",),
+                    check_vma=not use_splash)(q, k, v, valid,
+                                              jnp.asarray(q_ids))
 
 
 # --- ulysses ------------------------------------------------------------------
@@ -274,12 +269,10 @@ def _ring(q, k, v, valid, q_ids, kv_ids, *, causal, n, block_q, block_kv,
   uniform = _uniform(q_rows) and _uniform(kv_rows)
   # Step s: device i holds key chunk (i - s) mod n. One static schedule per
   # step (the union over devices); with uniform chunks all steps share it.
-  plans = []
-  for s in range(n):
-    src = [(i - s) % n for i in range(n)]
-    plans.append(plan_lib.make_plan(
-        q_rows[:1] if uniform else q_rows,
-        kv_rows[:1] if uniform else kv_rows[src], block_q, block_kv, causal))
+  plans = [plan_lib.make_plan(
+      q_rows[:1] if uniform else q_rows,
+      kv_rows[:1] if uniform else kv_rows[[(i - s) % n for i in range(n)]],
+      block_q, block_kv, causal) for s in range(n)]
   skipped = [s for s, p in enumerate(plans) if p.pairs.shape[0] == 0]
   if skipped:
     _log.debug("ring attention: steps %s need no tiles on any device", skipped)

@@ -94,9 +94,7 @@ def attend(q_BxSqxHxD: jax.Array, k_BxSkxHxD: jax.Array,
   output exactly 0 and get zero (finite) gradients.
 
   Args:
-    q_BxSqxHxD: queries.
-    k_BxSkxHxD: keys.
-    v_BxSkxHxD: values.
+    q_BxSqxHxD, k_BxSkxHxD, v_BxSkxHxD: queries, keys and values.
     mask: who may attend whom (`GroupMask`).
     impl: 'dense' (reference, quadratic memory), 'blockwise' (flash-style,
       linear memory, skips masked tiles), 'cudnn' (GPU), 'splash' (TPU) or
@@ -107,11 +105,8 @@ def attend(q_BxSqxHxD: jax.Array, k_BxSkxHxD: jax.Array,
       'context' axis is > 1: 'all_gather', 'ring' or 'ulysses' (see
       `context.py`); the local kernel is then splash on TPU where the
       strategy and lengths allow (`context.attend_context`), else
-      blockwise. 'dense' is left to
-      XLA's partitioner instead (a reference, not a strategy).
-
-  Returns:
-    o_BxSqxHxD in q's dtype.
+      blockwise. 'dense' is left to XLA's partitioner instead (a
+      reference, not a strategy).
   """
   if impl not in IMPLS:
     raise ValueError(f"Unknown attention impl {impl!r}; expected one of "

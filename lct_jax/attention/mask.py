@@ -109,18 +109,15 @@ class GroupMask:
 
   def validate(self, batch: int, q_len: int, kv_len: int) -> None:
     """Raises ValueError unless the mask fits q [B, Sq, ...], k [B, Sk, ...]."""
-    if self.q_len != q_len:
-      raise ValueError(
-          f"GroupMask.q_group has {self.q_len} positions but the queries have "
-          f"Sq={q_len}.")
-    if self.kv_len != kv_len:
-      raise ValueError(
-          f"GroupMask.kv_group has {self.kv_len} positions but the keys have "
-          f"Sk={kv_len}.")
-    if self.batch_size != batch:
-      raise ValueError(
-          f"GroupMask.kv_valid has batch {self.batch_size} but the inputs "
-          f"have batch {batch}.")
+    for ok, problem in (
+        (self.q_len == q_len, f"q_group has {self.q_len} positions but the "
+         f"queries have Sq={q_len}."),
+        (self.kv_len == kv_len, f"kv_group has {self.kv_len} positions but "
+         f"the keys have Sk={kv_len}."),
+        (self.batch_size == batch, f"kv_valid has batch {self.batch_size} "
+         f"but the inputs have batch {batch}.")):
+      if not ok:
+        raise ValueError(f"GroupMask.{problem}")
 
   def dense(self) -> jax.Array:
     """bool [B, Sq, Sk]: the full mask, for the reference and tests only."""

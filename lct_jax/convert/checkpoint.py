@@ -22,6 +22,7 @@ import orbax.checkpoint as ocp
 
 from lct_jax import configlib
 from lct_jax.convert import hunyuan
+from lct_jax.sampling import load
 
 PARAMS = "params"
 CONFIG = "config.json"
@@ -48,22 +49,13 @@ def save_params(path: str, params: dict, config: ml_collections.ConfigDict,
 
 
 def load_config(path: str) -> ml_collections.ConfigDict:
-  """The config saved with the checkpoint (base_config fields overlaid)."""
+  """The config saved with the checkpoint, read as a run's is
+  (`sampling.load.overlay`: onto base_config)."""
   with open(os.path.join(path, CONFIG)) as f:
     saved = json.load(f)
   c = configlib.base_config()
-  _overlay(c, saved)
+  load.overlay(c, saved)
   return c
-
-
-def _overlay(c: ml_collections.ConfigDict, saved: dict) -> None:
-  for k, v in saved.items():
-    if k not in c:
-      continue                      # a field from another version: ignored
-    if isinstance(v, dict):
-      _overlay(c[k], v)
-    else:
-      c[k] = tuple(v) if isinstance(c[k], tuple) else v
 
 
 def load_params(path: str, config: ml_collections.ConfigDict | None = None,

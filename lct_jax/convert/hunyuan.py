@@ -40,6 +40,15 @@ DIFFUSERS_DEFAULTS = {
     "rope_axes_dim": (16, 56, 56), "image_condition_type": None,
 }
 
+# diffusers config fields that are a model field as they are, both ways.
+_SAME_FIELDS = {
+    "in_channels": "in_channels", "num_attention_heads": "num_heads",
+    "attention_head_dim": "head_dim", "num_layers": "depth",
+    "num_single_layers": "num_single_layers",
+    "num_refiner_layers": "num_refiner_layers", "patch_size": "patch",
+    "patch_size_t": "patch_t", "text_embed_dim": "text_embed_dim",
+    "pooled_projection_dim": "pooled_dim"}
+
 STACKED = (("transformer_blocks",), ("single_transformer_blocks",),
            ("context_embedder", "token_refiner", "refiner_blocks"))
 _RENAMES = {"to_out_0": "to_out.0", "net_0_proj": "net.0.proj",
@@ -85,24 +94,14 @@ def config_from_diffusers(dconf: Mapping[str, Any],
   c = (configlib.base_config() if base is None
        else base.copy_and_resolve_references())
   m = c.model
-  m.in_channels = d["in_channels"]
+  for dkey, field in _SAME_FIELDS.items():
+    m[field] = d[dkey]
   m.out_channels = d["out_channels"] or d["in_channels"]
-  m.num_heads = d["num_attention_heads"]
-  m.head_dim = d["attention_head_dim"]
   m.width = m.num_heads * m.head_dim
-  m.depth = d["num_layers"]
-  m.num_single_layers = d["num_single_layers"]
-  m.num_refiner_layers = d["num_refiner_layers"]
-  m.mlp_ratio = float(d["mlp_ratio"])
-  m.patch = d["patch_size"]
-  m.patch_t = d["patch_size_t"]
+  m.mlp_ratio, m.rope_theta = float(d["mlp_ratio"]), float(d["rope_theta"])
   m.guidance_embeds = bool(d["guidance_embeds"])
-  m.text_mode = "embeddings"
-  m.text_embed_dim = d["text_embed_dim"]
-  m.use_pooled_text = True
-  m.pooled_dim = d["pooled_projection_dim"]
-  m.rope_theta = float(d["rope_theta"])
   m.rope_axes_dim = tuple(int(a) for a in d["rope_axes_dim"])
+  m.text_mode, m.use_pooled_text = "embeddings", True
   if base is None:
     m.text_rope = False         # the legacy layout diffusers implements
   m.timestep_scale = 1000.0     # diffusers takes t in [0, 1000]
@@ -115,26 +114,13 @@ def diffusers_config(config: ml_collections.ConfigDict) -> dict[str, Any]:
   """The diffusers `config.json` fields of this config's model."""
   check_exportable(config)
   m = config.model
-  return {
-      "_class_name": CLASS_NAME,
-      "in_channels": m.in_channels,
-      "out_channels": m.out_channels or m.in_channels,
-      "num_attention_heads": m.num_heads,
-      "attention_head_dim": m.head_dim,
-      "num_layers": m.depth,
-      "num_single_layers": m.num_single_layers,
-      "num_refiner_layers": m.num_refiner_layers,
-      "mlp_ratio": m.mlp_ratio,
-      "patch_size": m.patch,
-      "patch_size_t": m.patch_t,
-      "qk_norm": "rms_norm",
-      "guidance_embeds": m.guidance_embeds,
-      "text_embed_dim": m.text_embed_dim,
-      "pooled_projection_dim": m.pooled_dim,
-      "rope_theta": m.rope_theta,
-      "rope_axes_dim": list(m.rope_axes_dim),
-      "image_condition_type": None,
-  }
+  return {"_class_name": CLASS_NAME,
+          **{dkey: m[field] for dkey, field in _SAME_FIELDS.items()},
+          "out_channels": m.out_channels or m.in_channels,
+          "mlp_ratio": m.mlp_ratio, "rope_theta": m.rope_theta,
+          "guidance_embeds": m.guidance_embeds,
+          "rope_axes_dim": list(m.rope_axes_dim), "qk_norm": "rms_norm",
+          "image_condition_type": None}
 
 
 def check_exportable(config: ml_collections.ConfigDict) -> None:
@@ -163,6 +149,12 @@ def _stack_prefix(path: tuple[str, ...]) -> int:
     if path[:len(prefix)] == prefix:
       return len(prefix)
   return 0
+
+
+def _layers(path: tuple[str, ...], shape) -> list:
+  """The layers of a parameter: each index of a stacked block's leading
+  axis, or [None] for an unstacked one."""
+  return list(range(shape[0])) if _stack_prefix(path) else [None]
 
 
 def diffusers_key(path: tuple[str, ...], layer: int | None = None) -> str:
@@ -213,9 +205,8 @@ def _to_flax(path, w: np.ndarray) -> np.ndarray:
 
 
 def _to_diffusers(path, w: np.ndarray, config) -> np.ndarray:
-  shape = _diffusers_shape(path, w.shape, config)
   if _is_patch_kernel(path):
-    return w.T.reshape(shape)
+    return w.T.reshape(_diffusers_shape(path, w.shape, config))
   return w.T if path[-1] == "kernel" else w
 
 
@@ -225,13 +216,10 @@ def expected_keys(config) -> dict[str, tuple[tuple[str, ...], int | None,
   None, the shape diffusers stores)."""
   out = {}
   for path, leaf in flatten(abstract_params(config)).items():
-    if _stack_prefix(path):
-      for layer in range(leaf.shape[0]):
-        out[diffusers_key(path, layer)] = (
-            path, layer, _diffusers_shape(path, leaf.shape[1:], config))
-    else:
-      out[diffusers_key(path)] = (path, None,
-                                  _diffusers_shape(path, leaf.shape, config))
+    for layer in _layers(path, leaf.shape):
+      shape = leaf.shape if layer is None else leaf.shape[1:]
+      out[diffusers_key(path, layer)] = (
+          path, layer, _diffusers_shape(path, shape, config))
   return out
 
 
@@ -243,11 +231,18 @@ def _listing(what: str, keys, sep: str = ", ") -> str:
   return f"\n  {what} ({len(keys)}): {shown}{more}"
 
 
-def _summary(config) -> str:
+def _check_match(what: str, config, listed) -> None:
+  """Raises ValueError naming the model and listing each non-empty
+  (label, keys, separator) of `listed`."""
+  if not any(keys for _, keys, _ in listed):
+    return
   m = config.model
-  return (f"num_layers={m.depth}, num_single_layers={m.num_single_layers}, "
-          f"num_refiner_layers={m.num_refiner_layers}, width={m.width}, "
-          f"guidance_embeds={m.guidance_embeds}")
+  raise ValueError(
+      f"{what} (num_layers={m.depth}, num_single_layers="
+      f"{m.num_single_layers}, num_refiner_layers={m.num_refiner_layers}, "
+      f"width={m.width}, guidance_embeds={m.guidance_embeds}):"
+      + "".join(_listing(label, keys, sep) for label, keys, sep in listed
+                if keys))
 
 
 # --- import / export -------------------------------------------------------
@@ -271,16 +266,10 @@ def import_state_dict(state_dict: Mapping[str, Any],
   shapes = [f"{k}: state dict {tuple(state_dict[k].shape)} vs config "
             f"{expected[k][2]}" for k in sorted(given & set(expected))
             if tuple(state_dict[k].shape) != expected[k][2]]
-  if missing or unexpected or shapes:
-    msg = ("diffusers state dict does not match the config "
-           f"({_summary(config)}):")
-    if missing:
-      msg += _listing("missing keys", missing)
-    if unexpected:
-      msg += _listing("unexpected keys", unexpected)
-    if shapes:
-      msg += _listing("shape mismatches", shapes, sep="; ")
-    raise ValueError(msg)
+  _check_match("diffusers state dict does not match the config", config,
+               [("missing keys", missing, ", "),
+                ("unexpected keys", unexpected, ", "),
+                ("shape mismatches", shapes, "; ")])
 
   per_path: dict[tuple[str, ...], dict] = {}
   for key, (path, layer, _) in expected.items():
@@ -312,25 +301,16 @@ def export_state_dict(params: Mapping, config: ml_collections.ConfigDict, *,
   shapes = [f"{'.'.join(p)}: params {tuple(np.shape(flat[p]))} vs config "
             f"{tuple(want[p])}" for p in sorted(set(want) & set(flat))
             if tuple(np.shape(flat[p])) != tuple(want[p])]
-  if missing or unexpected or shapes:
-    msg = f"params do not match the config ({_summary(config)}):"
-    if missing:
-      msg += _listing("missing", [".".join(p) for p in missing])
-    if unexpected:
-      msg += _listing("unexpected", [".".join(p) for p in unexpected])
-    if shapes:
-      msg += _listing("shape mismatches", shapes, sep="; ")
-    raise ValueError(msg)
+  _check_match("params do not match the config", config,
+               [("missing", [".".join(p) for p in missing], ", "),
+                ("unexpected", [".".join(p) for p in unexpected], ", "),
+                ("shape mismatches", shapes, "; ")])
   out = {}
   for path, value in flat.items():
     w = np.asarray(value, dtype=dtype)
-    if _stack_prefix(path):
-      for layer in range(w.shape[0]):
-        out[diffusers_key(path, layer)] = np.ascontiguousarray(
-            _to_diffusers(path, w[layer], config))
-    else:
-      out[diffusers_key(path)] = np.ascontiguousarray(
-          _to_diffusers(path, w, config))
+    for layer in _layers(path, w.shape):
+      out[diffusers_key(path, layer)] = np.ascontiguousarray(_to_diffusers(
+          path, w if layer is None else w[layer], config))
   if fill_unused and not config.model.num_refiner_layers:
     m = config.model
     for name, d_in in (("timestep_embedder", 256),

@@ -28,10 +28,8 @@ import tensorflow_datasets as tfds
 from lct_jax.data import folder
 from lct_jax.data import records
 from lct_jax.data.records import BadRecordError
-from lct_jax.data.records import scene_to_record
 from lct_jax.data.records import validate_record
-from lct_jax.data.synthetic import generate_scene
-from lct_jax.data.text_encoder import HashedTextEncoder
+from lct_jax.data.sources import SyntheticSource
 
 VALIDATION_SEED_BASE = 10**9     # validation seeds never meet train seeds
 FILE_FORMAT = "array_record"     # random access, and readable without TF
@@ -99,7 +97,6 @@ class _ArrayRecordBuilder(tfds.core.GeneratorBasedBuilder):
     return tfds.core.DatasetInfo(
         builder=self, description=description, features=scene_features(kind),
         disable_shuffling=True,
-        # Saved with the dataset, so a later reader still sees the count.
         # Saved with the dataset: skipped counts, and each split's frame
         # sizes in record order, which aspect-ratio bucketing needs without
         # decoding every video (`SceneSource.frame_sizes`).
@@ -138,22 +135,20 @@ class SyntheticConfig(tfds.core.BuilderConfig):
   pooled_dim: int = 0
 
 
-def synthetic_config(num_train: int = 64, num_validation: int = 16, *,
-                     max_shots: int = 4, max_frames: int = 4,
-                     size: int = 32, text_embed_dim: int = 0,
-                     pooled_dim: int = 0) -> SyntheticConfig:
-  """A config named after its arguments: different sizes never share files."""
+def synthetic_config(num_train: int = 64, num_validation: int = 16,
+                     **limits) -> SyntheticConfig:
+  """A config named after its arguments (`limits`: the other fields of
+  `SyntheticConfig`): different sizes never share files."""
   if not 0 < num_train <= VALIDATION_SEED_BASE or num_validation < 0:
     raise ValueError(f"need 0 < num_train <= {VALIDATION_SEED_BASE} and "
                      f"num_validation >= 0; got {num_train}, {num_validation}")
-  name = (f"t{num_train}_v{num_validation}_shots{max_shots}"
-          f"_frames{max_frames}_size{size}")
-  if text_embed_dim:
-    name += f"_emb{text_embed_dim}p{pooled_dim}"
-  return SyntheticConfig(name=name, num_train=num_train,
-                         num_validation=num_validation, max_shots=max_shots,
-                         max_frames=max_frames, size=size,
-                         text_embed_dim=text_embed_dim, pooled_dim=pooled_dim)
+  c = SyntheticConfig(name="", num_train=num_train,
+                      num_validation=num_validation, **limits)
+  name = (f"t{num_train}_v{num_validation}_shots{c.max_shots}"
+          f"_frames{c.max_frames}_size{c.size}")
+  if c.text_embed_dim:
+    name += f"_emb{c.text_embed_dim}p{c.pooled_dim}"
+  return dataclasses.replace(c, name=name)
 
 
 class SyntheticScenes(_ArrayRecordBuilder):
@@ -178,14 +173,12 @@ class SyntheticScenes(_ArrayRecordBuilder):
 
   def _generate_examples(self, split, first_seed, count):
     cfg = self.builder_config
-    encoder = (HashedTextEncoder(cfg.text_embed_dim, cfg.pooled_dim)
-               if cfg.text_embed_dim else None)
+    source = SyntheticSource(
+        count, first_seed, max_shots=cfg.max_shots, max_frames=cfg.max_frames,
+        size=cfg.size, text_embed_dim=cfg.text_embed_dim,
+        pooled_dim=cfg.pooled_dim)
     for i in range(count):
-      record = scene_to_record(generate_scene(
-          first_seed + i, max_shots=cfg.max_shots, max_frames=cfg.max_frames,
-          size=cfg.size))
-      yield self._emit(split, i, encoder.embed_record(record) if encoder
-                       else record)
+      yield self._emit(split, i, source[i])
 
 
 def split_seed(split: str, index: int) -> int:

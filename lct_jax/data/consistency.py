@@ -38,9 +38,8 @@ import numpy as np
 
 from lct_jax.data import synthetic as syn
 from lct_jax.data import vocab
-from lct_jax.data.estimators import (ALL_FACTORS, ENVIRONMENT, IDENTITY,
-                                     UNKNOWN, ShotEstimate, estimate_factors,
-                                     estimate_shot)
+from lct_jax.data.estimators import (ALL_FACTORS, UNKNOWN, ShotEstimate,
+                                     estimate_factors, estimate_shot)
 
 __all__ = ["UNKNOWN", "estimate_factors", "estimate_shot", "score_scene",
            "score_scenes", "parse_global_prompt", "parse_shot_prompt",
@@ -96,23 +95,23 @@ def pair_agreement(factors_a: list, factors_b: list | None = None) -> dict:
     pairs = list(itertools.combinations(factors_a, 2))
   else:
     pairs = list(itertools.product(factors_a, factors_b))
-  return {f: (float(np.mean([agree(a[f], b[f]) for a, b in pairs]))
-              if pairs else float("nan")) for f in syn.SCENE_FACTORS}
+  return {f: _mean([agree(a[f], b[f]) for a, b in pairs])
+          for f in syn.SCENE_FACTORS}
 
 
 def _hit_rate(factors: list, asked: list, names) -> dict:
   """Per factor: fraction of (shot, ask) pairs where the shot's estimate is
   what was asked (only pairs that ask for it); NaN when none asks."""
-  out = {}
-  for f in names:
-    hits = [e[f] == a[f] for e, a in zip(factors, asked) if f in a]
-    out[f] = float(np.mean(hits)) if hits else float("nan")
-  return out
+  return {f: _mean([e[f] == a[f] for e, a in zip(factors, asked) if f in a])
+          for f in names}
+
+
+def _mean(xs) -> float:
+  return float(np.mean(xs)) if len(xs) else float("nan")
 
 
 def _nanmean(values) -> float:
-  values = [v for v in values if not np.isnan(v)]
-  return float(np.mean(values)) if values else float("nan")
+  return _mean([v for v in values if not np.isnan(v)])
 
 
 def scene_stats(estimates: list[ShotEstimate], prompts: list[str],
@@ -200,23 +199,22 @@ def score_scenes(scenes: list[dict]) -> dict:
             (s_hit if same else s_chance)[f].append(e[f] == v)
   weighted = lambda vs: (float(sum(v * n for v, n in vs) / sum(n for _, n in vs))
                          if vs else float("nan"))
-  mean = lambda xs: float(np.mean(xs)) if xs else float("nan")
   result = {
       "scenes": len(scenes),
       "shots": len(flat),
-      "recognised": mean([all(f[k] != UNKNOWN for k in IDENTITY + ENVIRONMENT)
-                          for f in flat]),
+      "recognised": _mean([e.recognised for s in scenes
+                           for e in s["estimates"]]),
       "consistency": cons,
       "consistency_chance": {f: weighted(cross[f]) for f in cross},
-      "global_adherence": {f: mean(g_hit[f]) for f in GLOBAL_FACTORS},
-      "global_adherence_chance": {f: mean(g_chance[f])
+      "global_adherence": {f: _mean(g_hit[f]) for f in GLOBAL_FACTORS},
+      "global_adherence_chance": {f: _mean(g_chance[f])
                                   for f in GLOBAL_FACTORS},
-      "adherence": {f: mean(s_hit[f]) for f in syn.SHOT_FACTORS},
-      "adherence_chance": {f: mean(s_chance[f]) for f in syn.SHOT_FACTORS},
+      "adherence": {f: _mean(s_hit[f]) for f in syn.SHOT_FACTORS},
+      "adherence_chance": {f: _mean(s_chance[f]) for f in syn.SHOT_FACTORS},
       "prior_chance": dict(PRIOR_CHANCE),
   }
   if all("truth" in s for s in scenes):
     truth = [t for s in scenes for t in s["truth"]]
-    result["accuracy"] = {f: mean([e[f] == t[f] for e, t in zip(flat, truth)])
+    result["accuracy"] = {f: _mean([e[f] == t[f] for e, t in zip(flat, truth)])
                           for f in ALL_FACTORS}
   return result

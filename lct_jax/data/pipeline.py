@@ -51,6 +51,8 @@ from lct_jax.data import buckets, records, sources, transform
 # skipping: this many bad records in a row is an error whatever the setting.
 MAX_BAD_IN_A_ROW = 1000
 BATCH_KEYS = ("latents", "num_frames", "text", "text_len", "pooled")
+# `data.source`: what `source_from_config` can open.
+DATA_SOURCES = ("synthetic", "tfds_synthetic", "scene_folder")
 
 
 class _ToExample(grain.transforms.RandomMap):
@@ -194,21 +196,18 @@ class SceneBatches(grain.IterDataset):
   def __init__(self, parent: grain.IterDataset, batch_size: int,
                skip_bad_records: bool, fill_bad: bool = False):
     super().__init__(parent)
-    self._batch_size = batch_size
-    self._skip = skip_bad_records
-    self._fill = fill_bad
+    self._args = (batch_size, skip_bad_records, fill_bad)   # SceneIterator's
 
   def __iter__(self) -> SceneIterator:
-    return SceneIterator(self._parent.__iter__(), self._batch_size,
-                         self._skip, self._fill)
+    return SceneIterator(self._parent.__iter__(), *self._args)
 
   def __str__(self) -> str:
-    return (f"SceneBatches(batch_size={self._batch_size}, "
-            f"skip_bad_records={self._skip})")
+    return (f"SceneBatches(batch_size={self._args[0]}, "
+            f"skip_bad_records={self._args[1]})")
 
 
 def source_from_config(config):
-  """The record source `data.source` names; see configlib for the options."""
+  """The record source `data.source` (one of `DATA_SOURCES`) names."""
   d, s = config.data, config.scene
   if d.source == "scene_folder":
     # Lazy: builders imports tensorflow_datasets (seconds), needed only here.

@@ -33,46 +33,25 @@ SHOT_CUT = "[SHOT CUT]"
 # Palettes [choice]: every (colour, tint) pair is >= 22 RGB units from every
 # other pair, and sprites stay >= 45 units from every background level, so
 # colours, tints and the sprite mask all decode from pixels.
-SPRITE_COLORS = {
-    "red": (210, 60, 60),
-    "green": (40, 170, 60),
-    "blue": (80, 140, 235),
-    "yellow": (210, 200, 40),
-    "white": (210, 210, 210),
-}
-BACKGROUND_COLORS = {
-    "grey": (110, 110, 110),
-    "navy": (40, 60, 140),
-    "teal": (40, 120, 120),
-    "brown": (150, 100, 60),
-    "purple": (110, 50, 130),
-}
+SPRITE_COLORS = {"red": (210, 60, 60), "green": (40, 170, 60),
+                 "blue": (80, 140, 235), "yellow": (210, 200, 40),
+                 "white": (210, 210, 210)}
+BACKGROUND_COLORS = {"grey": (110, 110, 110), "navy": (40, 60, 140),
+                     "teal": (40, 120, 120), "brown": (150, 100, 60),
+                     "purple": (110, 50, 130)}
 # Lighting: a per-channel multiplier over the whole frame. Never captioned.
-TINTS = {
-    "neutral": (1.0, 1.0, 1.0),
-    "warm": (1.0, 0.78, 0.56),
-    "cool": (0.56, 0.78, 1.0),
-}
+TINTS = {"neutral": (1.0, 1.0, 1.0), "warm": (1.0, 0.78, 0.56),
+         "cool": (0.56, 0.78, 1.0)}
 TEXTURES = ("plain", "striped", "checkered")
 TEXTURE_AMPLITUDE = 0.12          # background brightness x (1 +- this)
 SHAPES = ("circle", "square", "triangle", "diamond")
 SIZES = ("small", "large")
 FRAMINGS = ("wide", "medium", "close")
 # action -> (dy, dx) per frame, in units of the shot's speed.
-ACTIONS = {
-    "left": (0, -1),
-    "right": (0, 1),
-    "up": (-1, 0),
-    "down": (1, 0),
-    "still": (0, 0),
-}
-ACTION_PHRASES = {
-    "left": "moves left",
-    "right": "moves right",
-    "up": "moves up",
-    "down": "moves down",
-    "still": "stays still",
-}
+ACTIONS = {"left": (0, -1), "right": (0, 1), "up": (-1, 0), "down": (1, 0),
+           "still": (0, 0)}
+ACTION_PHRASES = {a: "stays still" if a == "still" else f"moves {a}"
+                  for a in ACTIONS}
 SCENE_FACTORS = ("shape", "sprite_color", "size", "background_color",
                  "texture", "tint")
 SHOT_FACTORS = ("framing", "action")

@@ -40,15 +40,13 @@ class SceneGeometry:
       value = getattr(self, name)
       if not isinstance(value, (int, np.integer)) or value < 1:
         raise ValueError(f"scene.{name} must be a positive int, got {value!r}")
-    if self.frames % self.patch_t:
-      raise ValueError(
-          f"scene.frames={self.frames} is not divisible by the temporal patch "
-          f"size patch_t={self.patch_t}")
-    for name in ("height", "width"):
-      if getattr(self, name) % self.patch:
-        raise ValueError(
-            f"scene.{name}={getattr(self, name)} is not divisible by the "
-            f"spatial patch size patch={self.patch}")
+    for name, patch, kind in (("frames", "patch_t", "temporal"),
+                              ("height", "patch", "spatial"),
+                              ("width", "patch", "spatial")):
+      size, p = getattr(self, name), getattr(self, patch)
+      if size % p:
+        raise ValueError(f"scene.{name}={size} is not divisible by the {kind} "
+                         f"patch size {patch}={p}")
 
   def with_shots(self, n: int) -> "SceneGeometry":
     """This geometry with n shot slots. n = 0 (the global prompt alone, the

@@ -11,54 +11,42 @@ from flax import nnx
 
 from lct_jax.model.layers import (AdaLNZero, FeedForward, RMSNorm, layer_norm,
                                   linear, modulate)
+from lct_jax.model.single_block import SingleAttention
 from lct_jax.model.streams import BlockInputs, StreamKV, joint_attention
 
 
-class JointAttention(nnx.Module):
-  """Separate Q/K/V/out per stream, per-head RMS QK norm, one attention."""
+class JointAttention(SingleAttention):
+  """Separate Q/K/V/out per stream (the video stream's are
+  `SingleAttention`'s), per-head RMS QK norm, one attention."""
 
   def __init__(self, width: int, num_heads: int, head_dim: int, *,
                rngs: nnx.Rngs):
-    self.num_heads, self.head_dim = num_heads, head_dim
+    super().__init__(width, num_heads, head_dim, rngs=rngs)
     inner = num_heads * head_dim
     q_names, o_names = ("embed", "heads"), ("heads", "embed")
-    self.to_q = linear(width, inner, q_names, rngs=rngs)
-    self.to_k = linear(width, inner, q_names, rngs=rngs)
-    self.to_v = linear(width, inner, q_names, rngs=rngs)
     self.to_out_0 = linear(inner, width, o_names, rngs=rngs)
     self.add_q_proj = linear(width, inner, q_names, rngs=rngs)
     self.add_k_proj = linear(width, inner, q_names, rngs=rngs)
     self.add_v_proj = linear(width, inner, q_names, rngs=rngs)
     self.to_add_out = linear(inner, width, o_names, rngs=rngs)
-    self.norm_q = RMSNorm(head_dim)
-    self.norm_k = RMSNorm(head_dim)
     self.norm_added_q = RMSNorm(head_dim)
     self.norm_added_k = RMSNorm(head_dim)
 
-  def _heads(self, x_BxSxD):
-    return x_BxSxD.reshape(*x_BxSxD.shape[:-1], self.num_heads, self.head_dim)
-
-  def qkv(self, vid_BxVxTxD, txt_BxGxLxD):
+  def qkv(self, vid_BxVxTxD, txt_BxGxLxD):  # pylint: disable=arguments-differ
     """Per stream (q, k, v) before RoPE, [B, V, T, H, Dh] and [B, G, L, H, Dh].
 
     Video keeps its slot axis: its tokens (T) are what 'context' shards, and
     flattening V x T would interleave shards (a reshard on every layer).
     """
-    q_v = self.norm_q(self._heads(self.to_q(vid_BxVxTxD)))
-    k_v = self.norm_k(self._heads(self.to_k(vid_BxVxTxD)))
-    v_v = self._heads(self.to_v(vid_BxVxTxD))
     q_t = self.norm_added_q(self._heads(self.add_q_proj(txt_BxGxLxD)))
     k_t = self.norm_added_k(self._heads(self.add_k_proj(txt_BxGxLxD)))
     v_t = self._heads(self.add_v_proj(txt_BxGxLxD))
-    return (q_v, k_v, v_v), (q_t, k_t, v_t)
+    return super().qkv(vid_BxVxTxD), (q_t, k_t, v_t)
 
   def output(self, o_vid_BxVxTxHxDh, o_txt_BxGxLxHxDh):
     """Projects each stream's attention output back to the width."""
-    # An explicit width, not -1: a stream may have no tokens (zero size).
-    inner = self.num_heads * self.head_dim
-    flat = lambda o: o.reshape(*o.shape[:-2], inner)
-    return (self.to_out_0(flat(o_vid_BxVxTxHxDh)),
-            self.to_add_out(flat(o_txt_BxGxLxHxDh)))
+    return (self.to_out_0(self.merge_heads(o_vid_BxVxTxHxDh)),
+            self.to_add_out(self.merge_heads(o_txt_BxGxLxHxDh)))
 
 
 class DualStreamBlock(nnx.Module):

@@ -58,44 +58,16 @@ class KVCache:
   def capacity(self) -> int:
     return self.num_frames.shape[1]
 
-  @property
-  def dummy_slots(self) -> int:
-    """Vd: the global group's video slots (its dummy block) before slot 1."""
-    return self.kv.vid_k.shape[2] - self.capacity
-
-  def filled(self) -> jax.Array:
-    """bool [B, C]: slots holding a shot."""
-    return self.num_frames > 0
-
-  def check_model(self, model_shape: tuple) -> None:
+  def check_model(self, model) -> None:
     """A clear error, naming each difference, when this cache was built
-    by a model of another shape (`model_shape_of`)."""
-    if tuple(self.model_shape) == tuple(model_shape):
+    by a model (an `MMDiT`) of another shape (`model_shape_of`)."""
+    want = model_shape_of(model.config.model, model.geom)
+    if tuple(self.model_shape) == want:
       return
     diff = [f"{k} {a} (cache) vs {b} (model)"
-            for (k, a), (_, b) in zip(self.model_shape, model_shape)
-            if a != b]
+            for (k, a), (_, b) in zip(self.model_shape, want) if a != b]
     raise ValueError("this KV cache was built by another model: "
-                     + ("; ".join(diff) or
-                        f"{self.model_shape} vs {model_shape}"))
-
-  @classmethod
-  def create(cls, global_kv: StreamKV, text_len_B, *,
-             capacity: int, model_shape: tuple = ()) -> KVCache:
-    """A cache of `capacity` empty shot slots after the global group's K/V
-    (a forward of the global prompt alone, `MMDiT.__call__` with no shots
-    and `kv_out=True`)."""
-    if capacity < 1:
-      raise ValueError(f"KV cache capacity must be >= 1 shot, got {capacity}")
-    pad = lambda x: jnp.pad(x, [(0, 0), (0, 0), (0, capacity)] +
-                            [(0, 0)] * (x.ndim - 3))
-    B = global_kv.vid_k.shape[1]
-    text_len_B = jnp.asarray(text_len_B, jnp.int32)
-    return cls(
-        kv=_constrain_kv(jax.tree.map(pad, global_kv)),
-        text_len=jnp.pad(text_len_B[:, None], ((0, 0), (0, capacity))),
-        num_frames=jnp.zeros((B, capacity), jnp.int32),
-        model_shape=tuple(model_shape))
+                     + ("; ".join(diff) or f"{self.model_shape} vs {want}"))
 
   def write(self, slot, kv: StreamKV, text_len_B, num_frames_B) -> KVCache:
     """A cache with one shot's K/V (each [layers, B, 1, T or L, H, Dh], the
@@ -103,13 +75,12 @@ class KVCache:
     recompilation per slot)."""
     put = lambda a, x, first: jax.lax.dynamic_update_slice_in_dim(
         a, x.astype(a.dtype), first + slot, 2)
-    Vd = self.dummy_slots
-    new = StreamKV(vid_k=put(self.kv.vid_k, kv.vid_k, Vd),
-                   vid_v=put(self.kv.vid_v, kv.vid_v, Vd),
-                   txt_k=put(self.kv.txt_k, kv.txt_k, 1),
-                   txt_v=put(self.kv.txt_v, kv.txt_v, 1))
+    # Slot 0 follows the global group's slots: its dummy block's (Vd) in
+    # video, its prompt in text.
+    Vd = self.kv.vid_k.shape[2] - self.capacity
+    first = StreamKV(vid_k=Vd, vid_v=Vd, txt_k=1, txt_v=1)
     return self.replace(
-        kv=_constrain_kv(new),
+        kv=_constrain_kv(jax.tree.map(put, self.kv, kv, first)),
         text_len=jax.lax.dynamic_update_index_in_dim(
             self.text_len, jnp.asarray(text_len_B, jnp.int32), 1 + slot, 1),
         num_frames=jax.lax.dynamic_update_index_in_dim(
@@ -139,7 +110,7 @@ def cached_layout(geom: SceneGeometry, cache: KVCache, pool_BxC,
   """(geometry, layout) of N new shots after the cache's slots: the scene
   of C + N shot slots in which the history slots outside `pool_BxC` (and
   empty ones) are absent shots."""
-  use_BxC = jnp.asarray(pool_BxC, bool) & cache.filled()
+  use_BxC = jnp.asarray(pool_BxC, bool) & (cache.num_frames > 0)
   C, N = cache.capacity, num_frames_BxN.shape[1]
   geom = geom.with_shots(C + N)
   text_len_BxG = jnp.concatenate(
@@ -159,6 +130,8 @@ def init_cache(model, text_BxL, text_len_B, pooled_BxP=None, *,
 
   `text_BxL`: the global prompt (token ids, or embeddings [B, L, E]).
   """
+  if capacity < 1:
+    raise ValueError(f"KV cache capacity must be >= 1 shot, got {capacity}")
   geom = model.geom
   B = text_BxL.shape[0]
   no_shots = jnp.zeros((B, 0, geom.frames, geom.height, geom.width,
@@ -168,5 +141,11 @@ def init_cache(model, text_BxL, text_len_B, pooled_BxP=None, *,
                 jnp.asarray(text_len_B, jnp.int32)[:, None],
                 jnp.zeros((B, 0), jnp.int32), as_group(pooled_BxP),
                 guidance_B, kv_out=True)
-  return KVCache.create(kv, text_len_B, capacity=capacity,
-                        model_shape=model_shape_of(model.config.model, geom))
+  pad = lambda x: jnp.pad(x, [(0, 0), (0, 0), (0, capacity)] +
+                          [(0, 0)] * (x.ndim - 3))
+  return KVCache(
+      kv=_constrain_kv(jax.tree.map(pad, kv)),
+      text_len=jnp.pad(jnp.asarray(text_len_B, jnp.int32)[:, None],
+                       ((0, 0), (0, capacity))),
+      num_frames=jnp.zeros((B, capacity), jnp.int32),
+      model_shape=model_shape_of(model.config.model, geom))

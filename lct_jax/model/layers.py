@@ -12,6 +12,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from lct_jax.model.remat import remat
+
 LN_EPS = 1e-6   # LayerNorm and RMSNorm epsilon (HunyuanVideo)
 
 
@@ -46,12 +48,17 @@ class RMSNorm(nnx.Module):
     return (x32 * self.weight[...].astype(jnp.float32)).astype(x.dtype)
 
 
-def layer_norm(x: jax.Array, eps: float = LN_EPS) -> jax.Array:
-  """LayerNorm without affine parameters, statistics in float32."""
+def normalize32(x: jax.Array, eps: float = LN_EPS) -> jax.Array:
+  """x standardised over the last axis, in float32."""
   x32 = x.astype(jnp.float32)
   mean = jnp.mean(x32, -1, keepdims=True)
   var = jnp.mean(jnp.square(x32 - mean), -1, keepdims=True)
-  return ((x32 - mean) * jax.lax.rsqrt(var + eps)).astype(x.dtype)
+  return (x32 - mean) * jax.lax.rsqrt(var + eps)
+
+
+def layer_norm(x: jax.Array, eps: float = LN_EPS) -> jax.Array:
+  """LayerNorm without affine parameters, statistics in float32."""
+  return normalize32(x, eps).astype(x.dtype)
 
 
 def modulate(x_BxGxTxD: jax.Array, shift_BxGxD: jax.Array,
@@ -86,7 +93,8 @@ class AdaLNZero(nnx.Module):
 
   Computed per group ([B, G, 6D], tiny) and broadcast to the group's tokens
   by `modulate`, never materialised per token. `chunks=3` is the single-
-  stream blocks' `norm.linear` (one shift, scale, gate).
+  stream blocks' `norm.linear` (one shift, scale, gate); `chunks=2` the
+  output norm's (scale, shift) and the refiner's gates.
   """
 
   def __init__(self, width: int, *, rngs: nnx.Rngs, zero: bool,
@@ -97,3 +105,23 @@ class AdaLNZero(nnx.Module):
 
   def __call__(self, silu_c_BxGxD: jax.Array):
     return jnp.split(self.linear(silu_c_BxGxD), self.chunks, axis=-1)
+
+
+def stack(num_layers: int, make, rngs: nnx.Rngs):
+  """`num_layers` modules `make(rngs)` stacked on a leading 'layers' axis,
+  for `scan_stack`: compile time does not grow with depth."""
+  make = nnx.vmap(make, in_axes=(0,), out_axes=0,
+                  transform_metadata={nnx.PARTITION_NAME: "layers"})
+  return nnx.split_rngs(splits=num_layers)(make)(rngs)
+
+
+def scan_stack(stacked, body, carry, xs=None, *, remat_policy="none"):
+  """One `lax.scan` of `body(layer, carry, x) -> (carry, y)` over the layers
+  of a `stack` and the leading axis of `xs`, under a remat policy."""
+  graphdef, params = nnx.split(stacked)
+
+  def step(carry, params_and_x):
+    layer_params, x = params_and_x
+    return body(nnx.merge(graphdef, layer_params), carry, x)
+
+  return jax.lax.scan(remat(step, remat_policy), carry, (params, xs))

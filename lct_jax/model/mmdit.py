@@ -18,14 +18,14 @@ from flax import nnx
 
 from lct_jax.layout import SceneGeometry, TokenLayout, build_layout, rope_tables
 from lct_jax.model.block import DualStreamBlock
-from lct_jax.model.kv_cache import KVCache, cached_layout, model_shape_of
+from lct_jax.model.kv_cache import KVCache, cached_layout
 from lct_jax.model.embeddings import (MLPEmbedder, PatchEmbed, TokenEmbed,
                                       timestep_sinusoid, unpatchify,
                                       SINUSOID_DIM)
-from lct_jax.model.layers import layer_norm, linear
+from lct_jax.model.layers import (AdaLNZero, layer_norm, linear, scan_stack,
+                                  stack)
 from lct_jax.model.prediction import to_velocity
 from lct_jax.model.refiner import TokenRefiner, masked_mean
-from lct_jax.model.remat import remat
 from lct_jax.model.single_block import SingleStreamBlock
 from lct_jax.model.streams import BlockInputs, Stream, StreamKV
 from lct_jax.parallel import constrain
@@ -33,6 +33,8 @@ from lct_jax.parallel import constrain
 # `model.text_mode`: caption token ids through a learned table, or
 # precomputed text-encoder embeddings (`ContextEmbedder`).
 TEXT_MODES = ("tokens", "embeddings")
+# `model.compute_dtype`: activations' dtype (parameters stay float32).
+COMPUTE_DTYPES = ("float32", "bfloat16", "float16")
 
 
 class ContextEmbedder(nnx.Module):
@@ -50,37 +52,23 @@ class ContextEmbedder(nnx.Module):
     self.proj_in = linear(m.text_embed_dim, m.width, (None, "embed"),
                           rngs=rngs)
     if m.num_refiner_layers:
-      self.time_text_embed = RefinerEmbed(m, rngs=rngs)
+      self.time_text_embed = TimeTextEmbed(m.width, m.text_embed_dim, False,
+                                           rngs=rngs)
       self.token_refiner = TokenRefiner(m, rngs=rngs)
 
 
-class RefinerEmbed(nnx.Module):
-  """The refiner's c = timestep_embed(t_g) + text_embed(mean of raw text)."""
-
-  def __init__(self, m, *, rngs: nnx.Rngs):
-    self.timestep_embedder = MLPEmbedder(SINUSOID_DIM, m.width, rngs=rngs)
-    self.text_embedder = MLPEmbedder(m.text_embed_dim, m.width, rngs=rngs)
-
-
 class TimeTextEmbed(nnx.Module):
-  """c_g = timestep_embed(t_g) (+ pooled text of g) (+ guidance)."""
+  """c = timestep_embed(t) (+ text_embed(a pooled text vector of
+  `text_dim`)) (+ guidance_embed(guidance)): the model's per-group c_g, and
+  the token refiner's (diffusers' `context_embedder.time_text_embed`)."""
 
-  def __init__(self, m, *, rngs: nnx.Rngs):
-    self.timestep_embedder = MLPEmbedder(SINUSOID_DIM, m.width, rngs=rngs)
-    if m.use_pooled_text:
-      pooled_dim = (m.text_embed_dim if m.text_mode == "tokens"
-                    else m.pooled_dim)
-      self.text_embedder = MLPEmbedder(pooled_dim, m.width, rngs=rngs)
-    if m.guidance_embeds:
-      self.guidance_embedder = MLPEmbedder(SINUSOID_DIM, m.width, rngs=rngs)
-
-
-class FinalLayer(nnx.Module):
-  """`norm_out` (adaLN continuous: chunks (scale, shift)) and `proj_out`."""
-
-  def __init__(self, width: int, *, rngs, zero: bool):
-    self.linear = linear(width, 2 * width, ("embed", "modulation"),
-                         rngs=rngs, zero=zero)
+  def __init__(self, width: int, text_dim: int, guidance: bool, *,
+               rngs: nnx.Rngs):
+    self.timestep_embedder = MLPEmbedder(SINUSOID_DIM, width, rngs=rngs)
+    if text_dim:
+      self.text_embedder = MLPEmbedder(text_dim, width, rngs=rngs)
+    if guidance:
+      self.guidance_embedder = MLPEmbedder(SINUSOID_DIM, width, rngs=rngs)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,28 +101,20 @@ class MMDiT(nnx.Module):
     out_channels = m.out_channels or m.in_channels
     self.x_embedder = PatchEmbed(self.geom.patch_dim, m.width, rngs=rngs)
     self.context_embedder = ContextEmbedder(m, rngs=rngs)
-    self.time_text_embed = TimeTextEmbed(m, rngs=rngs)
+    pooled_dim = m.text_embed_dim if m.text_mode == "tokens" else m.pooled_dim
+    self.time_text_embed = TimeTextEmbed(
+        m.width, pooled_dim if m.use_pooled_text else 0, m.guidance_embeds,
+        rngs=rngs)
 
-    @nnx.split_rngs(splits=m.depth)
-    @nnx.vmap(in_axes=(0,), out_axes=0,
-              transform_metadata={nnx.PARTITION_NAME: "layers"})
-    def make_blocks(rngs):
-      return DualStreamBlock(m.width, m.num_heads, m.head_dim, m.mlp_ratio,
-                             rngs=rngs, zero_init=m.zero_init)
-
-    self.transformer_blocks = make_blocks(rngs)
+    block = lambda kind: lambda rngs: kind(
+        m.width, m.num_heads, m.head_dim, m.mlp_ratio, rngs=rngs,
+        zero_init=m.zero_init)
+    self.transformer_blocks = stack(m.depth, block(DualStreamBlock), rngs)
     if m.num_single_layers:
-
-      @nnx.split_rngs(splits=m.num_single_layers)
-      @nnx.vmap(in_axes=(0,), out_axes=0,
-                transform_metadata={nnx.PARTITION_NAME: "layers"})
-      def make_single_blocks(rngs):
-        return SingleStreamBlock(m.width, m.num_heads, m.head_dim,
-                                 m.mlp_ratio, rngs=rngs,
-                                 zero_init=m.zero_init)
-
-      self.single_transformer_blocks = make_single_blocks(rngs)
-    self.norm_out = FinalLayer(m.width, rngs=rngs, zero=m.zero_init)
+      self.single_transformer_blocks = stack(
+          m.num_single_layers, block(SingleStreamBlock), rngs)
+    # `norm_out`: adaLN continuous, chunks (scale, shift).
+    self.norm_out = AdaLNZero(m.width, rngs=rngs, zero=m.zero_init, chunks=2)
     self.proj_out = linear(
         m.width, out_channels * m.patch_t * m.patch ** 2, ("embed", None),
         rngs=rngs, zero=m.zero_init)
@@ -154,11 +134,9 @@ class MMDiT(nnx.Module):
       return None
     if m.text_mode != "tokens":
       return pooled_BxGxP
-    emb_BxGxLxE = self.context_embedder.token_embedder(text_BxGxL)
-    valid = (jnp.arange(text_BxGxL.shape[-1]) < text_len_BxG[..., None])
-    w = valid.astype(emb_BxGxLxE.dtype)[..., None]
-    return (jnp.sum(emb_BxGxLxE * w, axis=2)
-            / jnp.maximum(jnp.sum(w, axis=2), 1.0))
+    valid_BxGxL = jnp.arange(text_BxGxL.shape[-1]) < text_len_BxG[..., None]
+    return masked_mean(self.context_embedder.token_embedder(text_BxGxL),
+                       valid_BxGxL)
 
   def embed_text(self, text_BxGxL: jax.Array, text_len_BxG: jax.Array,
                  t_BxG: jax.Array | None = None) -> jax.Array:
@@ -184,15 +162,14 @@ class MMDiT(nnx.Module):
 
   def _refine(self, txt_BxGxLxD, emb_BxGxLxE, text_len_BxG, t_BxG):
     """Each group's prompt through the token refiner at the group's t."""
-    m, ce = self.config.model, self.context_embedder
+    ce = self.context_embedder
     B, G, L, D = txt_BxGxLxD.shape
     valid_NxL = (jnp.arange(L)[None] <
                  jnp.asarray(text_len_BxG).reshape(B * G, 1))
     pooled_NxE = masked_mean(emb_BxGxLxE.reshape(B * G, L, -1), valid_NxL)
-    sinus = timestep_sinusoid(t_BxG * m.timestep_scale)
     tte = ce.time_text_embed
-    c_NxD = (tte.timestep_embedder(sinus.astype(self._dtype()))
-             .reshape(B * G, D) + tte.text_embedder(pooled_NxE))
+    c_NxD = (self._embed_t(tte.timestep_embedder, t_BxG).reshape(B * G, D)
+             + tte.text_embedder(pooled_NxE))
     out = ce.token_refiner(txt_BxGxLxD.reshape(B * G, L, D), c_NxD,
                            valid_NxL)
     return out.reshape(B, G, L, D)
@@ -209,17 +186,20 @@ class MMDiT(nnx.Module):
     timesteps and pooled text vectors."""
     m = self.config.model
     tte = self.time_text_embed
-    sinus = timestep_sinusoid(t_BxG * m.timestep_scale)
-    c_BxGxD = tte.timestep_embedder(sinus.astype(self._dtype()))
+    c_BxGxD = self._embed_t(tte.timestep_embedder, t_BxG)
     if m.use_pooled_text:
       c_BxGxD = c_BxGxD + tte.text_embedder(pooled_BxGxP.astype(self._dtype()))
     if m.guidance_embeds:
       if guidance_B is None:
         raise ValueError("model.guidance_embeds is set: pass guidance_B")
-      g = tte.guidance_embedder(
-          timestep_sinusoid(guidance_B * m.timestep_scale).astype(self._dtype()))
-      c_BxGxD = c_BxGxD + g[:, None]
+      c_BxGxD = c_BxGxD + self._embed_t(tte.guidance_embedder,
+                                        guidance_B)[:, None]
     return c_BxGxD
+
+  def _embed_t(self, embedder, t):
+    """embedder(sinusoid of t on the model's timestep scale)."""
+    sinus = timestep_sinusoid(t * self.config.model.timestep_scale)
+    return embedder(sinus.astype(self._dtype()))
 
   def _dtype(self):
     return jnp.dtype(self.config.model.compute_dtype)
@@ -246,14 +226,8 @@ class MMDiT(nnx.Module):
     pv = int(np.sum(vid_groups < prefix_groups))
 
     def stream(as_slots, groups_P, p0, rope):
-      tables = (as_slots(cos), as_slots(sin))
-      return Stream(groups_P=groups_P,
-                    valid_BxPxR=as_slots(layout.valid_BxS),
-                    rope_prefix=(tables[0][:, :p0], tables[1][:, :p0])
-                    if rope else None,
-                    rope_own=(tables[0][:, p0:], tables[1][:, p0:])
-                    if rope else None,
-                    num_prefix=p0)
+      return Stream(groups_P, as_slots(layout.valid_BxS),
+                    (as_slots(cos), as_slots(sin)) if rope else None, p0)
 
     silu_c = jax.nn.silu(c_BxGxD)
     return BlockInputs(
@@ -263,8 +237,9 @@ class MMDiT(nnx.Module):
         txt=stream(as_txt, np.arange(G, dtype=np.int32), prefix_groups,
                    m.text_rope),
         causal=m.attention_mask == "context_causal",
-        attention_impl=m.attention_impl, block_q=m.block_q,
-        block_kv=m.block_kv, context_strategy=m.context_strategy)
+        attention=dict(impl=m.attention_impl, block_q=m.block_q,
+                       block_kv=m.block_kv,
+                       context_strategy=m.context_strategy))
 
   def run_blocks(self, vid_BxVxTxD, txt_BxGxLxD, ctx: BlockInputs,
                  prefix: StreamKV | None = None, *, kv_out: bool = False):
@@ -289,13 +264,11 @@ class MMDiT(nnx.Module):
 
   def _scan(self, stacked_blocks, carry, ctx: BlockInputs, prefix_layers,
             kv_out: bool):
-    """One `lax.scan` over (layer parameters, layer slice of the prefix)
-    with the configured remat policy."""
-    graphdef, params = nnx.split(stacked_blocks)
+    """One scan over (layer parameters, layer slice of the prefix) with the
+    configured remat policy."""
 
-    def body(carry, xs):
-      layer_params, prefix = xs
-      vid, txt, own = nnx.merge(graphdef, layer_params)(*carry, ctx, prefix)
+    def body(block, carry, prefix):
+      vid, txt, own = block(*carry, ctx, prefix)
       # Float32 parameters with a bf16 compute dtype promote the block's
       # outputs; the carry keeps the dtype it came in with.
       vid = constrain(vid.astype(carry[0].dtype),
@@ -304,11 +277,11 @@ class MMDiT(nnx.Module):
                       ("batch", None, None, "act_embed"))
       return (vid, txt), (own.astype(carry[0].dtype) if kv_out else None)
 
-    body = remat(body, self.config.model.remat_policy)
-    return jax.lax.scan(body, carry, (params, prefix_layers))
+    return scan_stack(stacked_blocks, body, carry, prefix_layers,
+                      remat_policy=self.config.model.remat_policy)
 
   def final_layer(self, vid_BxVxTxD, silu_c_vid_BxVxD) -> jax.Array:
-    scale, shift = jnp.split(self.norm_out.linear(silu_c_vid_BxVxD), 2, -1)
+    scale, shift = self.norm_out(silu_c_vid_BxVxD)
     x = layer_norm(vid_BxVxTxD) * (1 + scale[:, :, None]) + shift[:, :, None]
     return self.proj_out(x)
 
@@ -352,7 +325,7 @@ class MMDiT(nnx.Module):
         raise ValueError("a forward against a KV cache needs "
                          "model.attention_mask='context_causal', got "
                          f"{m.attention_mask!r}")
-      cache.check_model(model_shape_of(m, self.geom))
+      cache.check_model(self)
       if G != N:
         raise ValueError(f"{N} new shots against a KV cache need {N} text "
                          f"groups (theirs; the global prompt is cached), "

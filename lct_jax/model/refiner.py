@@ -20,7 +20,8 @@ import numpy as np
 from flax import nnx
 
 from lct_jax import attention
-from lct_jax.model.layers import FeedForward, LN_EPS, linear
+from lct_jax.model.layers import (AdaLNZero, FeedForward, LN_EPS, linear,
+                                  normalize32, scan_stack, stack)
 
 # diffusers builds the refiner with its own default MLP ratio, whatever the
 # model's `mlp_ratio` is.
@@ -38,10 +39,7 @@ class AffineLayerNorm(nnx.Module):
                           out_sharding=(None,), eager_sharding=False)
 
   def __call__(self, x: jax.Array) -> jax.Array:
-    x32 = x.astype(jnp.float32)
-    mean = jnp.mean(x32, -1, keepdims=True)
-    var = jnp.mean(jnp.square(x32 - mean), -1, keepdims=True)
-    y = (x32 - mean) * jax.lax.rsqrt(var + self.eps)
+    y = normalize32(x, self.eps)
     return (y * self.weight[...] + self.bias[...]).astype(x.dtype)
 
 
@@ -65,14 +63,6 @@ class RefinerAttention(nnx.Module):
     return self.to_out_0(o.reshape(*x_NxLxD.shape[:-1], -1))
 
 
-class RefinerGates(nnx.Module):
-  """`norm_out.linear`: c -> (gate_attn, gate_mlp) (HunyuanVideoAdaNorm)."""
-
-  def __init__(self, width: int, *, rngs: nnx.Rngs, zero: bool):
-    self.linear = linear(width, 2 * width, ("embed", "modulation"),
-                         rngs=rngs, zero=zero)
-
-
 class RefinerBlock(nnx.Module):
   """`HunyuanVideoIndividualTokenRefinerBlock`: gated pre-LN block."""
 
@@ -83,10 +73,11 @@ class RefinerBlock(nnx.Module):
     self.norm2 = AffineLayerNorm(width)
     self.ff = FeedForward(width, int(width * REFINER_MLP_RATIO), rngs=rngs,
                           activation=jax.nn.silu)
-    self.norm_out = RefinerGates(width, rngs=rngs, zero=zero_init)
+    # `norm_out.linear`: c -> (gate_attn, gate_mlp) (HunyuanVideoAdaNorm).
+    self.norm_out = AdaLNZero(width, rngs=rngs, zero=zero_init, chunks=2)
 
   def __call__(self, x_NxLxD, silu_c_NxD, mask: attention.GroupMask):
-    gate_attn, gate_mlp = jnp.split(self.norm_out.linear(silu_c_NxD), 2, -1)
+    gate_attn, gate_mlp = self.norm_out(silu_c_NxD)
     x = x_NxLxD + self.attn(self.norm1(x_NxLxD), mask) * gate_attn[:, None]
     return x + self.ff(self.norm2(x)) * gate_mlp[:, None]
 
@@ -95,15 +86,10 @@ class TokenRefiner(nnx.Module):
   """Holds the stacked refiner blocks (`token_refiner.refiner_blocks`)."""
 
   def __init__(self, m, *, rngs: nnx.Rngs):
-
-    @nnx.split_rngs(splits=m.num_refiner_layers)
-    @nnx.vmap(in_axes=(0,), out_axes=0,
-              transform_metadata={nnx.PARTITION_NAME: "layers"})
-    def make_blocks(rngs):
-      return RefinerBlock(m.width, m.num_heads, m.head_dim, rngs=rngs,
-                          zero_init=m.zero_init)
-
-    self.refiner_blocks = make_blocks(rngs)
+    self.refiner_blocks = stack(
+        m.num_refiner_layers, lambda rngs: RefinerBlock(
+            m.width, m.num_heads, m.head_dim, rngs=rngs,
+            zero_init=m.zero_init), rngs)
 
   def __call__(self, x_NxLxD: jax.Array, c_NxD: jax.Array,
                valid_NxL: jax.Array) -> jax.Array:
@@ -118,21 +104,19 @@ class TokenRefiner(nnx.Module):
     mask = attention.GroupMask(q_group=zeros_L, kv_group=zeros_L,
                                kv_valid=kv_valid_NxL, causal=False)
     silu_c = jax.nn.silu(c_NxD)
-    graphdef, params = nnx.split(self.refiner_blocks)
-
-    def body(x, layer_params):
-      return nnx.merge(graphdef, layer_params)(x, silu_c, mask), None
-
-    x, _ = jax.lax.scan(body, x_NxLxD, params)
+    x, _ = scan_stack(self.refiner_blocks,
+                      lambda block, x, _: (block(x, silu_c, mask), None),
+                      x_NxLxD)
     return x
 
 
-def masked_mean(x_NxLxE: jax.Array, valid_NxL: jax.Array) -> jax.Array:
-  """Mean over the valid tokens (diffusers' refiner pooling), in float32.
+def masked_mean(x_xLxE: jax.Array, valid_xL: jax.Array) -> jax.Array:
+  """Mean over the valid tokens (axis -2; diffusers' refiner pooling), in
+  float32.
 
   diffusers divides by the count and gives NaN for an empty prompt; here an
   empty prompt pools to 0.
   """
-  w = valid_NxL.astype(jnp.float32)[..., None]
-  total = jnp.sum(x_NxLxE.astype(jnp.float32) * w, axis=1)
-  return (total / jnp.maximum(jnp.sum(w, axis=1), 1.0)).astype(x_NxLxE.dtype)
+  w = valid_xL.astype(jnp.float32)[..., None]
+  total = jnp.sum(x_xLxE.astype(jnp.float32) * w, axis=-2)
+  return (total / jnp.maximum(jnp.sum(w, axis=-2), 1.0)).astype(x_xLxE.dtype)

@@ -7,6 +7,8 @@ there) rather than failing, so one table serves every model size.
 """
 from __future__ import annotations
 
+import math
+
 import jax
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec as P
@@ -37,10 +39,8 @@ def fit_spec(spec: P, shape, mesh) -> P:
     if axes is None:
       out.append(None)
       continue
-    axes_t = axes if isinstance(axes, tuple) else (axes,)
-    size = 1
-    for a in axes_t:
-      size *= mesh.shape[a]
+    size = math.prod(mesh.shape[a] for a in
+                     (axes if isinstance(axes, tuple) else (axes,)))
     out.append(axes if dim % size == 0 else None)
   return P(*out)
 

@@ -37,13 +37,19 @@ class SingleAttention(nnx.Module):
     self.norm_q = RMSNorm(head_dim)
     self.norm_k = RMSNorm(head_dim)
 
+  def _heads(self, x_BxSxD):
+    return x_BxSxD.reshape(*x_BxSxD.shape[:-1], self.num_heads, self.head_dim)
+
+  def merge_heads(self, o_BxSxHxDh):
+    # An explicit width, not -1: a stream may have no tokens (zero size).
+    return o_BxSxHxDh.reshape(*o_BxSxHxDh.shape[:-2],
+                              self.num_heads * self.head_dim)
+
   def qkv(self, x_BxSxD):
     """-> q, k, v [..., H, Dh], before RoPE."""
-    heads = lambda z: z.reshape(*z.shape[:-1], self.num_heads, self.head_dim)
-    q = self.norm_q(heads(self.to_q(x_BxSxD)))
-    k = self.norm_k(heads(self.to_k(x_BxSxD)))
-    v = heads(self.to_v(x_BxSxD))
-    return q, k, v
+    return (self.norm_q(self._heads(self.to_q(x_BxSxD))),
+            self.norm_k(self._heads(self.to_k(x_BxSxD))),
+            self._heads(self.to_v(x_BxSxD)))
 
 
 class SingleStreamBlock(nnx.Module):
@@ -73,13 +79,12 @@ class SingleStreamBlock(nnx.Module):
     # dual-stream block.
     (o_vid, o_txt), own_kv = joint_attention(
         self.attn.qkv(vid_in), self.attn.qkv(txt_in), ctx, prefix)
-    # An explicit width, not -1: a stream may have no tokens (zero size).
-    flat = lambda o: o.reshape(*o.shape[:-2], o.shape[-2] * o.shape[-1])
 
     def branch(x_in, o_in):
       mlp = gelu_tanh(self.proj_mlp(x_in))
-      return self.proj_out(jnp.concatenate([o_in, mlp], axis=-1))
+      return self.proj_out(jnp.concatenate([self.attn.merge_heads(o_in), mlp],
+                                           axis=-1))
 
-    vid = vid_BxVxTxD + v_gate[:, :, None] * branch(vid_in, flat(o_vid))
-    txt = txt_BxGxLxD + t_gate[:, :, None] * branch(txt_in, flat(o_txt))
+    vid = vid_BxVxTxD + v_gate[:, :, None] * branch(vid_in, o_vid)
+    txt = txt_BxGxLxD + t_gate[:, :, None] * branch(txt_in, o_txt)
     return vid, txt, own_kv

@@ -47,13 +47,19 @@ class Stream:
   """One stream's slots in a forward, [prefix ; own]."""
   groups_P: np.ndarray            # static group id of every slot
   valid_BxPxR: jax.Array          # key validity of every slot's tokens
-  rope_prefix: tuple | None       # (cos, sin) [B, P0, R, K]; None: no RoPE
-  rope_own: tuple | None          # (cos, sin) [B, P - P0, R, K]
+  rope: tuple | None              # (cos, sin) [B, P, R, K]; None: no RoPE
   num_prefix: int                 # P0: slots read from the prefix
 
   @property
   def own_groups(self) -> np.ndarray:
     return self.groups_P[self.num_prefix:]
+
+  def rotate(self, x, *, own: bool = True):
+    """x rotated with the own slots' (or the prefix slots') RoPE tables."""
+    if self.rope is None:
+      return x
+    p0 = self.num_prefix
+    return apply_rope(x, *(t[:, p0:] if own else t[:, :p0] for t in self.rope))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,15 +72,9 @@ class BlockInputs:
   vid: Stream
   txt: Stream
   causal: bool
-  # The model config's attention settings (no defaults here: one place).
-  attention_impl: str
-  block_q: int
-  block_kv: int
-  context_strategy: str
-
-
-def _rotate(x, rope):
-  return x if rope is None else apply_rope(x, *rope)
+  # `attend_segments`' settings from the model config: impl, block_q,
+  # block_kv, context_strategy (no defaults here: one place).
+  attention: dict
 
 
 def joint_attention(vid_qkv, txt_qkv, ctx: BlockInputs,
@@ -94,19 +94,17 @@ def joint_attention(vid_qkv, txt_qkv, ctx: BlockInputs,
                      f"{'were' if prefix is not None else 'were not'} given")
 
   def keys(stream: Stream, k, v, pk, pv, axes):
-    k = _rotate(k, stream.rope_own)
+    k = stream.rotate(k)
     if pk is not None:
       cat = lambda a, b: jnp.concatenate([a, b], axis=1)
-      k, v = cat(_rotate(pk, stream.rope_prefix), k), cat(pv, v)
+      k, v = cat(stream.rotate(pk, own=False), k), cat(pv, v)
     return attention.Keys(k, v, stream.groups_P, stream.valid_BxPxR, axes)
 
   p = prefix if prefix is not None else StreamKV(None, None, None, None)
   o_vid, o_txt = attention.attend_segments(
-      [attention.Queries(_rotate(q_v, ctx.vid.rope_own), ctx.vid.own_groups,
-                         QKV_AXES),
-       attention.Queries(_rotate(q_t, ctx.txt.rope_own), ctx.txt.own_groups)],
+      [attention.Queries(ctx.vid.rotate(q_v), ctx.vid.own_groups, QKV_AXES),
+       attention.Queries(ctx.txt.rotate(q_t), ctx.txt.own_groups)],
       [keys(ctx.vid, k_v, v_v, p.vid_k, p.vid_v, QKV_AXES),
        keys(ctx.txt, k_t, v_t, p.txt_k, p.txt_v, None)],
-      causal=ctx.causal, impl=ctx.attention_impl, block_q=ctx.block_q,
-      block_kv=ctx.block_kv, context_strategy=ctx.context_strategy)
+      causal=ctx.causal, **ctx.attention)
   return (o_vid, o_txt), own

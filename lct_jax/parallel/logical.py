@@ -42,18 +42,11 @@ def logical_to_spec(names: Sequence[str | None] | None,
                     rules: dict | None = None) -> P:
   """('batch', 'length', None) -> P(('data', 'fsdp'), 'context', None)."""
   rules = RULES if rules is None else rules
-  if names is None:
-    return P()
-  out = []
-  for name in names:
-    if name is None:
-      out.append(None)
-    elif name not in rules:
-      raise KeyError(f"logical axis {name!r} has no rule; known: "
-                     f"{sorted(rules)}")
-    else:
-      out.append(rules[name])
-  return P(*out)
+  unknown = [n for n in names or () if n is not None and n not in rules]
+  if unknown:
+    raise KeyError(f"logical axis {unknown[0]!r} has no rule; known: "
+                   f"{sorted(rules)}")
+  return P(*(None if n is None else rules[n] for n in names or ()))
 
 
 def _mesh_active() -> bool:

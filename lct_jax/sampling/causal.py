@@ -63,8 +63,8 @@ def denoise(model, cache, pool_BxC, text_BxL, text_len_B, pooled_BxP,
   B = eps_BxFxHxWxC.shape[0]
   text, text_len, pooled = _text(text_BxL, text_len_B, pooled_BxP, use_cfg)
   if use_cfg:
-    pool_BxC, num_frames_B, guidance_B = (_two(pool_BxC), _two(num_frames_B),
-                                          _two(guidance_B))
+    pool_BxC, num_frames_B, guidance_B = map(
+        _two, (pool_BxC, num_frames_B, guidance_B))
 
   def velocity(z, t):
     z = _two(z) if use_cfg else z
@@ -93,21 +93,34 @@ def encode(model, cache, slot, pool_BxC, latents_BxFxHxWxC, eps_BxFxHxWxC,
   return cache.write(slot, kv, text_len, num_frames_B)
 
 
+def _checked(fn, graphdef):
+  """`fn(params, cache, ...)` that first checks, eagerly, that the cache was
+  built by this model: another model's cache is a clear error naming the
+  difference, before any tracing (`KVCache.check_model`)."""
+
+  def call(params, cache, *args, **kwargs):
+    cache.check_model(nnx.merge(graphdef, params))
+    return fn(params, cache, *args, **kwargs)
+
+  call.lower = fn.lower       # aot.py compiles the jitted function itself
+  return call
+
+
 @functools.lru_cache(maxsize=None)
 def jitted(graphdef):
-  """(init, denoise, encode) jitted as functions of the parameters."""
+  """(init, denoise, encode) jitted as functions of the parameters; denoise
+  and encode check the cache's model before entering jit."""
   merge = lambda p: nnx.merge(graphdef, p)
   init_fn = jax.jit(
       lambda p, *a, capacity, use_cfg, guidance_B=None: init(
           merge(p), *a, capacity=capacity, use_cfg=use_cfg,
           guidance_B=guidance_B),
       static_argnames=("capacity", "use_cfg"))
-  denoise_fn = jax.jit(
-      lambda p, *a, use_cfg, guidance_B=None: denoise(
-          merge(p), *a, use_cfg=use_cfg, guidance_B=guidance_B),
-      static_argnames=("use_cfg",))
-  encode_fn = jax.jit(
-      lambda p, *a, use_cfg, guidance_B=None: encode(
-          merge(p), *a, use_cfg=use_cfg, guidance_B=guidance_B),
-      static_argnames=("use_cfg",))
-  return init_fn, denoise_fn, encode_fn
+
+  def cached_shot(f):
+    return _checked(jax.jit(
+        lambda p, *a, use_cfg, guidance_B=None: f(
+            merge(p), *a, use_cfg=use_cfg, guidance_B=guidance_B),
+        static_argnames=("use_cfg",)), graphdef)
+
+  return init_fn, cached_shot(denoise), cached_shot(encode)

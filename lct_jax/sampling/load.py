@@ -22,7 +22,7 @@ from lct_jax.training.checkpoint import CheckpointError, Checkpointer
 from lct_jax.training.state import abstract_model
 
 
-def _overlay(base: ml_collections.ConfigDict, saved: dict, where: str):
+def overlay(base: ml_collections.ConfigDict, saved: dict, where: str = ""):
   """Saved values onto the current schema (JSON lists back to tuples;
   fields added to the schema since the run keep their defaults)."""
   for key, value in saved.items():
@@ -36,7 +36,7 @@ def _overlay(base: ml_collections.ConfigDict, saved: dict, where: str):
             "version no longer has; use the version that trained it")
       continue
     if isinstance(base[key], ml_collections.ConfigDict):
-      _overlay(base[key], value, f"{where}{key}.")
+      overlay(base[key], value, f"{where}{key}.")
     elif isinstance(base[key], tuple) and isinstance(value, list):
       base[key] = tuple(tuple(v) if isinstance(v, list) else v for v in value)
     else:
@@ -52,7 +52,7 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
   with open(path) as f:
     saved = json.load(f)
   config = configlib.base_config()
-  _overlay(config, saved, "")
+  overlay(config, saved)
   configlib.validate(config)
   return config
 

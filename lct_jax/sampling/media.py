@@ -109,7 +109,7 @@ def _lzw(indices: np.ndarray) -> bytes:
 
 
 def write_gif(path: str, frames: np.ndarray, fps: int = 4) -> None:
-  f, h, w = frames.shape[:3]
+  h, w = frames.shape[1:3]
   delay = max(1, round(100 / fps))
   data = bytearray(b"GIF89a" + struct.pack("<HHBBB", w, h, 0xF7, 0, 0))
   data += _palette().tobytes()
@@ -119,7 +119,6 @@ def write_gif(path: str, frames: np.ndarray, fps: int = 4) -> None:
     data += b"\x2c" + struct.pack("<HHHHB", 0, 0, w, h, 0)
     data += _lzw(_quantise(frame))
   data += b"\x3b"
-  del f
   with open(path, "wb") as fh:
     fh.write(bytes(data))
 

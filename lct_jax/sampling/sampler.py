@@ -165,11 +165,16 @@ class Sampler:
              "text_len": text_len}
     if m.text_mode == "embeddings" and m.use_pooled_text:
       pooled = np.zeros((1, N + 1, m.pooled_dim), np.float32)
-      pooled[0, 0] = scene.pooled
-      for i, s in enumerate(shots):
-        pooled[0, i + 1] = s.pooled
+      pooled[0, :len(shots) + 1] = [scene.pooled] + [s.pooled for s in shots]
       batch["pooled"] = pooled
     return batch
+
+  def _condition_arrays(self):
+    """Zeros of (cond, t_cond, eps_gen, eps_cond) for one scene window."""
+    N = self.geom.max_shots
+    eps = np.zeros((1, N) + self.shot_shape, np.float32)
+    return (np.zeros((1, N), bool), np.zeros((1, N), np.float32), eps,
+            np.zeros_like(eps))
 
   def _joint_call(self, batch, cond, t_cond, eps_gen, eps_cond):
     fn = joint_lib.jitted(self.graphdef)
@@ -192,13 +197,9 @@ class Sampler:
     """All shots at once; given shots are conditions (returned as given)."""
     n = len(scene.shots)
     self.check(scene, window=n)
-    N = self.geom.max_shots
     batch = self._scene_batch(scene, scene.shots,
                               [s.latents for s in scene.shots])
-    cond = np.zeros((1, N), bool)
-    t_cond = np.zeros((1, N), np.float32)
-    eps_gen = np.zeros((1, N) + self.shot_shape, np.float32)
-    eps_cond = np.zeros_like(eps_gen)
+    cond, t_cond, eps_gen, eps_cond = self._condition_arrays()
     for i, s in enumerate(scene.shots):
       cond[0, i] = s.latents is not None
       t_cond[0, i] = self.shot_t_c(s)
@@ -220,15 +221,11 @@ class Sampler:
 
   def ar_step(self, scene: Scene, pool: list[int], done: list, shot: Shot):
     """One new shot with scene shots `pool` (finished) as conditions."""
-    N = self.geom.max_shots
     hist = [scene.shots[j] for j in pool]
     batch = self._scene_batch(scene, hist + [shot],
                               [done[j] for j in pool] + [None])
-    cond = np.zeros((1, N), bool)
+    cond, t_cond, eps_gen, eps_cond = self._condition_arrays()
     cond[0, :len(pool)] = True
-    t_cond = np.zeros((1, N), np.float32)
-    eps_gen = np.zeros((1, N) + self.shot_shape, np.float32)
-    eps_cond = np.zeros_like(eps_gen)
     for i, h in enumerate(hist):
       t_cond[0, i] = self.shot_t_c(h)
       eps_cond[0, i] = shot_noise(h.seed, self.shot_shape)[1]

@@ -149,6 +149,16 @@ class TextEncoder:
                            else None)
 
 
+def _check_keys(obj: dict, allowed, required, prefix: str) -> None:
+  unknown = sorted(set(obj) - allowed)
+  if unknown:
+    raise SceneFileError(f"{prefix}unknown key(s) {unknown}; allowed: "
+                         f"{sorted(allowed)}")
+  for key in required:
+    if key not in obj:
+      raise SceneFileError(f"{prefix}missing required key {key!r}")
+
+
 def load(path: str, config, *, max_shots: int | None = None
          ) -> tuple[Scene, dict]:
   """-> (Scene, settings: the file's seed/steps/guidance/shift/t_c given).
@@ -164,13 +174,7 @@ def load(path: str, config, *, max_shots: int | None = None
     raise SceneFileError(f"{path}: not valid JSON ({e})") from None
   if not isinstance(spec, dict):
     raise SceneFileError(f"{path}: the top level must be a JSON object")
-  unknown = sorted(set(spec) - TOP_KEYS)
-  if unknown:
-    raise SceneFileError(f"{path}: unknown key(s) {unknown}; allowed: "
-                         f"{sorted(TOP_KEYS)}")
-  for key in ("global_prompt", "shots"):
-    if key not in spec:
-      raise SceneFileError(f"{path}: missing required key {key!r}")
+  _check_keys(spec, TOP_KEYS, ("global_prompt", "shots"), f"{path}: ")
   shots = spec["shots"]
   if not isinstance(shots, list) or not shots:
     raise SceneFileError(f"{path}: 'shots' must be a non-empty list")
@@ -207,12 +211,7 @@ def load(path: str, config, *, max_shots: int | None = None
     where = f"shots[{i}]"
     if not isinstance(sh, dict):
       raise SceneFileError(f"{path}: {where} must be a JSON object")
-    unknown = sorted(set(sh) - SHOT_KEYS)
-    if unknown:
-      raise SceneFileError(f"{path}: {where}: unknown key(s) {unknown}; "
-                           f"allowed: {sorted(SHOT_KEYS)}")
-    if "prompt" not in sh:
-      raise SceneFileError(f"{path}: {where}: missing required key 'prompt'")
+    _check_keys(sh, SHOT_KEYS, ("prompt",), f"{path}: {where}: ")
     text, n, pooled = encode(sh["prompt"], f"{where}.prompt", path,
                              sh.get("prompt_embedding"),
                              sh.get("prompt_pooled"))

@@ -255,17 +255,11 @@ class Checkpointer:
     for step in reversed(self.steps()):
       try:
         self._check_compatible(step, config)
+        return self._restore_step(step, target, with_data)
       except CheckpointError:
         raise
       except Exception as e:  # pylint: disable=broad-except
         error = e
-      else:
-        try:
-          return self._restore_step(step, target, with_data)
-        except CheckpointError:
-          raise
-        except Exception as e:  # pylint: disable=broad-except
-          error = e
       dest = self._move_aside(step)
       logging.error("checkpoint %s is corrupt or incomplete (%s: %s); moved "
                     "it to %s and trying the previous one",
