@@ -39,6 +39,8 @@ _OUT = flags.DEFINE_string("out", "out", "Output directory.")
 _STEPS = flags.DEFINE_integer("steps", None, "Euler steps per shot.")
 _GUIDANCE = flags.DEFINE_float("guidance", None, "Text CFG scale (1 = off).")
 _SHIFT = flags.DEFINE_float("shift", None, "Time-grid shift.")
+_ETA = flags.DEFINE_float("eta", None, "Sampler noise: 0 = Euler ODE, 1 = "
+                          "DDPM's posterior noise (default: sample.eta).")
 _T_C = flags.DEFINE_float("t_c", None, "History timestep, 0-1000 scale.")
 _SEED = flags.DEFINE_integer("seed", None, "Scene seed (shots without their "
                              "own seed use seed * 1000 + index).")
@@ -81,6 +83,7 @@ def main(argv):
   steps = pick(_STEPS, "steps", s.steps)
   shift = pick(_SHIFT, "shift", s.shift)
   guidance = pick(_GUIDANCE, "guidance", s.cfg_scale)
+  eta = _ETA.value if _ETA.value is not None else s.eta
   t_c = (_T_C.value / 1000 if _T_C.value is not None
          else file_settings.get("t_c", s.t_c))
   use_ema = _EMA.value if _EMA.value is not None else s.use_ema
@@ -104,7 +107,7 @@ def main(argv):
   except CheckpointError as e:
     fail(str(e))
   sampler = Sampler(config, graphdef, params, steps=steps, shift=shift,
-                    cfg_scale=guidance, t_c=t_c, mesh=mesh)
+                    cfg_scale=guidance, t_c=t_c, eta=eta, mesh=mesh)
 
   shots = len(scene.shots)
   generated = sum(sh.latents is None for sh in scene.shots)
@@ -129,7 +132,7 @@ def main(argv):
   settings = {
       "mode": mode, "workdir": _WORKDIR.value, "checkpoint_step": step,
       "scene_file": _SCENE.value, "weights": "ema" if use_ema else "raw",
-      "steps": steps, "shift": shift, "guidance": guidance,
+      "steps": steps, "shift": shift, "guidance": guidance, "eta": eta,
       "t_c_0_1000": t_c * 1000, "attention_mask":
           config.model.attention_mask,
       "shots": [{"prompt": p, "frames": sh.num_frames, "seed": sh.seed,

@@ -11,7 +11,9 @@ small t0 that no amount of prompt adherence can repair. The Euler grid is
 the sampler's (30 steps over [0, 1]), cut at t0; guidance as configured
 (--guidance overrides). Prints one row per t0: recognised, the fraction of
 shots whose sprite colour / template IoU is within threshold, and the
-median sprite colour distance.
+median sprite colour distance, then the recognised fraction by the
+sprite's true radius level (0-1: radius 3-4 px, 2-3: 5-6.5, 4-5: 8-10), to
+tell a failure to render small sprites from a failure at every size.
 """
 import argparse
 import time
@@ -19,7 +21,7 @@ import time
 import numpy as np
 
 from lct_jax import evaluate
-from lct_jax.data import estimators, transform
+from lct_jax.data import estimators, synthetic, transform
 from lct_jax.sampling import joint as joint_lib
 from lct_jax.sampling import load, media
 from lct_jax.sampling.sampler import Sampler, shot_noise, to_host
@@ -53,7 +55,12 @@ def main():
         f"grid cut at t0, guidance {sampler.cfg_scale}, "
         f"{'raw' if a.raw else 'EMA'} weights")
   print(f"{'t0':>5s} {'steps':>5s} {'recognised':>10s} {'sprite col.':>11s} "
-        f"{'IoU':>5s} {'median dist.':>12s} {'s':>5s}")
+        f"{'IoU':>5s} {'median dist.':>12s} {'s':>5s} "
+        f"{'rec. r 3-4':>10s} {'r 5-6.5':>7s} {'r 8-10':>6s}")
+  levels = [synthetic.radius_level(s.factors["size"], s.factors["framing"])
+            for drawn in drawn_scenes
+            for s in drawn.shots]
+  level_pair = np.asarray(levels) // 2
   for t0 in a.t0:
     ts = np.concatenate([[t0], full_ts[full_ts < t0]]).astype(np.float32)
     start = time.perf_counter()
@@ -81,12 +88,17 @@ def main():
           media.to_frames(out[0, k], len(s.frames)))
                     for k, s in enumerate(drawn.shots)]
     ev = estimators.evidence_summary(estimates)
-    rec = np.mean([e.recognised for e in estimates])
+    recognised = np.asarray([e.recognised for e in estimates], float)
+    rec = recognised.mean()
+    by_size = [recognised[level_pair == k].mean() if (level_pair == k).any()
+               else float("nan") for k in range(3)]
     print(f"{t0:5.2f} {ts.size - 1:5d} {rec:10.3f} "
           f"{ev['sprite_distance']['within']:11.3f} "
           f"{ev['template_iou']['within']:5.3f} "
           f"{ev['sprite_distance']['median']:12.1f} "
-          f"{time.perf_counter() - start:5.1f}", flush=True)
+          f"{time.perf_counter() - start:5.1f} "
+          f"{by_size[0]:10.3f} {by_size[1]:7.3f} {by_size[2]:6.3f}",
+          flush=True)
 
 
 if __name__ == "__main__":

@@ -96,6 +96,8 @@ def base_config() -> ml_collections.ConfigDict:
   f.t_mean = 0.0                  # logit-normal timesteps, SD3 defaults
   f.t_std = 1.0
   f.shift = 1.0                   # SD3 shift; 1 = none
+  f.t_low_fraction = 0.0          # shots whose logit-normal is centred on
+  f.t_low_mean = 0.0              # t_low_mean instead (a mixture; flow.py)
   f.p_frame = 0.1                 # replace a shot by one of its frames
   f.p_text = 0.1                  # drop all text of a scene (CFG)
   f.p_single = 0.0                # reduce a scene to one of its shots
@@ -147,6 +149,8 @@ def base_config() -> ml_collections.ConfigDict:
   sa.steps = 20                   # Euler steps per shot (t from 1 to 0)
   sa.shift = 1.0                  # time-grid shift (SD3); 1 = uniform grid
   sa.cfg_scale = 1.0              # text CFG scale; 1 = no guidance pass
+  sa.eta = 0.0                    # 0: Euler ODE; (0, 1]: stochastic, 1 =
+                                  # DDPM's posterior noise (euler.py)
   sa.t_c = 0.3                    # history timestep in [0, 1] for causal /
                                   # auto-regressive modes (paper: 100-500 of
                                   # 1000); given conditions default to 0
@@ -205,6 +209,7 @@ _RANGES = {
              "data.synthetic_max_frames"),
     "> 0": ("sample.shift",),
     "in [0, 1]": ("flow.p_frame", "flow.p_text", "flow.p_single",
+                  "flow.t_low_fraction", "sample.eta",
                   "data.p_frame"),
     "in (0, 1]": ("model.prediction_t_min",),
 }

@@ -72,7 +72,8 @@ def _sampler_scene(config, drawn, seed: int) -> Scene:
 
 
 def evaluate(workdir: str, *, scenes: int = 32, steps=None, guidance=None,
-             shift=None, use_ema: bool = True, out: str | None = None,
+             shift=None, eta=None, use_ema: bool = True,
+             out: str | None = None,
              step: int | None = None, log=print) -> dict:
   """Generates and scores held-out scenes; -> the `score_scenes` table
   plus the run's step and the seconds it took."""
@@ -84,7 +85,8 @@ def evaluate(workdir: str, *, scenes: int = 32, steps=None, guidance=None,
   sampler = Sampler(config, graphdef, params,
                     steps=steps or sa.steps,
                     shift=shift or sa.shift,
-                    cfg_scale=sa.cfg_scale if guidance is None else guidance)
+                    cfg_scale=sa.cfg_scale if guidance is None else guidance,
+                    eta=sa.eta if eta is None else eta)
   records, sheets = [], []
   t0 = time.perf_counter()
   for i, drawn in enumerate(held_out_scenes(config, scenes)):
@@ -105,6 +107,7 @@ def evaluate(workdir: str, *, scenes: int = 32, steps=None, guidance=None,
       [e for r in records for e in r["estimates"]])
   table.update(step=step, seconds=time.perf_counter() - t0,
                steps=sampler.ts.size - 1, guidance=sampler.cfg_scale,
+               eta=sampler.eta,
                weights="ema" if use_ema else "raw")
   if out:
     os.makedirs(out, exist_ok=True)
@@ -120,7 +123,7 @@ def format_table(t: dict) -> str:
   f3 = lambda x: "  n/a" if x is None or np.isnan(x) else f"{x:5.3f}"
   lines = [f"held-out scenes {t['scenes']} ({t['shots']} shots), step "
            f"{t.get('step')}, {t.get('steps')} Euler steps, guidance "
-           f"{t.get('guidance')}",
+           f"{t.get('guidance')}, eta {t.get('eta')}",
            f"recognised shots: {f3(t['recognised'])} (garbage: <= 0.05; "
            "ground truth: 1.000)",
            f"{'factor':18s} {'consistency':>11s} {'chance':>6s}   "
@@ -151,6 +154,8 @@ def main(argv=None):
   p.add_argument("--steps", type=int, default=None)
   p.add_argument("--guidance", type=float, default=None)
   p.add_argument("--shift", type=float, default=None)
+  p.add_argument("--eta", type=float, default=None,
+                 help="sampler noise, 0 (Euler ODE) to 1 (DDPM)")
   p.add_argument("--raw", action="store_true", help="raw weights, not EMA")
   p.add_argument("--step", type=int, default=None,
                  help="this checkpoint step (default: the newest)")
@@ -158,7 +163,8 @@ def main(argv=None):
   a = p.parse_args(argv)
   try:
     evaluate(a.workdir, scenes=a.scenes, steps=a.steps, guidance=a.guidance,
-             shift=a.shift, use_ema=not a.raw, out=a.out, step=a.step)
+             shift=a.shift, eta=a.eta, use_ema=not a.raw, out=a.out,
+             step=a.step)
   except (ValueError, load.CheckpointError) as e:
     raise SystemExit(f"error: {e}") from None
 

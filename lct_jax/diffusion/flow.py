@@ -25,8 +25,22 @@ def resolution_shift(num_tokens: int, base_tokens: int) -> float:
 
 
 def sample_timesteps(key: jax.Array, shape, *, mean: float = 0.0,
-                     std: float = 1.0, shift: float = 1.0) -> jax.Array:
-  """Logit-normal t = sigmoid(N(mean, std)), drawn independently per entry."""
+                     std: float = 1.0, shift: float = 1.0,
+                     low_fraction: float = 0.0, low_mean: float = 0.0
+                     ) -> jax.Array:
+  """Logit-normal t = sigmoid(N(mean, std)), drawn independently per entry.
+
+  With `low_fraction` > 0, each entry instead draws its logit's mean as
+  `low_mean` with that probability: a mixture of two logit-normals. A
+  pixel-space model trained only at high noise (mean > 0, where the prompt
+  decides the picture) never learns to keep a nearly clean image; the
+  second component teaches that, and a stochastic sampler then uses it to
+  repair what the high-noise steps got wrong (docs/design.md section 8).
+  """
+  if low_fraction > 0:             # its own key: without it, draws as before
+    low = jax.random.bernoulli(jax.random.fold_in(key, 1), low_fraction,
+                               shape)
+    mean = jnp.where(low, low_mean, mean)
   u = mean + std * jax.random.normal(key, shape, jnp.float32)
   return shift_timesteps(jax.nn.sigmoid(u), shift)
 

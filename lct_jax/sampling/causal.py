@@ -57,9 +57,10 @@ def init(model, text_BxL, text_len_B, pooled_BxP, *, capacity: int,
 
 
 def denoise(model, cache, pool_BxC, text_BxL, text_len_B, pooled_BxP,
-            num_frames_B, eps_BxFxHxWxC, ts, cfg_scale, *, use_cfg: bool,
-            guidance_B=None):
-  """One new shot from noise `eps` to t = 0 against the cache."""
+            num_frames_B, eps_BxFxHxWxC, ts, cfg_scale, churn_Bx2=None,
+            eta=0.0, *, use_cfg: bool, guidance_B=None):
+  """One new shot from noise `eps` to t = 0 against the cache (with
+  `churn_Bx2`, the stochastic sampler of strength `eta`; joint.generate)."""
   B = eps_BxFxHxWxC.shape[0]
   text, text_len, pooled = _text(text_BxL, text_len_B, pooled_BxP, use_cfg)
   if use_cfg:
@@ -73,7 +74,10 @@ def denoise(model, cache, pool_BxC, text_BxL, text_len_B, pooled_BxP,
                      num_frames_B, pooled, guidance_B)
     return euler.guide(v[:B], v[B:], cfg_scale) if use_cfg else v
 
-  z = euler.sample(velocity, eps_BxFxHxWxC, ts)
+  noise_fn = None if churn_Bx2 is None else (
+      lambda i: euler.churn_noise(churn_Bx2, i, eps_BxFxHxWxC.shape[1:],
+                                  eps_BxFxHxWxC.dtype))
+  z = euler.sample(velocity, eps_BxFxHxWxC, ts, eta=eta, noise_fn=noise_fn)
   frames = flow.frame_mask(num_frames_B[:B, None], z.shape[1])[:, 0]
   return jnp.where(frames[..., None, None, None], z, jnp.zeros_like(z))
 

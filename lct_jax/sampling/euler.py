@@ -7,6 +7,12 @@ grid t_0 = 1 > t_1 > ... > t_S = 0:
 (one step from t = 1 gives z - v, the model's own estimate of z_0). The grid
 is uniform in t and then shifted as in training (`flow.shift_timesteps`,
 SD3's shift; s > 1 spends more steps at high noise).
+
+With `eta` > 0 the sampler is stochastic (`stochastic_step`): each step
+re-draws part of the noise, as DDPM's ancestral sampler does (eta = 1 is
+DDPM's posterior; eta = 0 is the Euler step above, written another way).
+The fresh noise lets a model that denoises nearly clean images well repair
+what its high-noise steps got wrong (docs/design.md section 9).
 """
 from __future__ import annotations
 
@@ -56,20 +62,63 @@ class progress_hook:  # pylint: disable=invalid-name
     _HOOKS.remove(self.fn)
 
 
+def posterior_noise_std(t, s, eta=1.0):
+  """The fresh-noise std c of a step t -> s < t, times eta, at most s.
+
+  For z_t = (1 - t) x + t eps, DDPM's posterior q(z_s | z_t, x) has std
+  s sqrt(1 - r^2), r = (1 - t) s / ((1 - s) t) (alpha_t sigma_s /
+  (alpha_s sigma_t)); eta scales it (eta = 0: deterministic).
+  """
+  r = (1.0 - t) * s / jnp.maximum((1.0 - s) * t, 1e-12)
+  return jnp.minimum(s, eta * s * jnp.sqrt(jnp.maximum(1.0 - r * r, 0.0)))
+
+
+def stochastic_step(z, v, t, s, eta, xi):
+  """z_s = (1 - s) x_hat + sqrt(s^2 - c^2) eps_hat + c xi, from the
+  velocity's estimates x_hat = z - t v and eps_hat = z + (1 - t) v
+  (DDIM's generalised step; c = `posterior_noise_std`). At s = 0: x_hat."""
+  x_hat, eps_hat = z - t * v, z + (1.0 - t) * v
+  c = posterior_noise_std(t, s, eta)
+  return ((1.0 - s) * x_hat + jnp.sqrt(jnp.maximum(s * s - c * c, 0.0))
+          * eps_hat + c * xi)
+
+
+def churn_keys(seed: int) -> np.ndarray:
+  """uint32 [2]: the key of a shot's stochastic-sampler noise, a function
+  of its seed alone (like its starting noise: `noise_like_shot`)."""
+  return np.asarray(jax.random.key_data(
+      jax.random.fold_in(jax.random.key(seed), 2)))
+
+
+def churn_noise(keys_Kx2: jax.Array, step, shot_shape, dtype) -> jax.Array:
+  """[*K, *shot_shape]: step `step`'s fresh noise of each shot key."""
+  flat = keys_Kx2.reshape(-1, 2)
+  draw = lambda k: jax.random.normal(
+      jax.random.fold_in(jax.random.wrap_key_data(k), step), shot_shape, dtype)
+  return jax.vmap(draw)(flat).reshape(keys_Kx2.shape[:-1] + tuple(shot_shape))
+
+
 def sample(velocity_fn: Callable[[jax.Array, jax.Array], jax.Array],
-           z_init: jax.Array, ts: jax.Array) -> jax.Array:
+           z_init: jax.Array, ts: jax.Array, *, eta=0.0,
+           noise_fn: Callable[[jax.Array], jax.Array] | None = None
+           ) -> jax.Array:
   """Integrates dz/dt = velocity_fn(z, t) along `ts` (a lax.scan: one
-  compiled body whatever the number of steps)."""
+  compiled body whatever the number of steps). With `noise_fn` (step index
+  -> fresh noise like z), the stochastic sampler of strength `eta`."""
   ts = jnp.asarray(ts, jnp.float32)
 
-  def step(z, t_pair):
-    t, t_next = t_pair
-    v = velocity_fn(z, t)
-    z = z + (t_next - t).astype(z.dtype) * v.astype(z.dtype)
+  def step(z, xs):
+    t, t_next, i = xs
+    v = velocity_fn(z, t).astype(z.dtype)
+    if noise_fn is None:
+      z = z + (t_next - t).astype(z.dtype) * v
+    else:
+      z = stochastic_step(z, v, t, t_next, eta, noise_fn(i)).astype(z.dtype)
     jax.debug.callback(_tick)
     return z, None
 
-  z, _ = jax.lax.scan(step, z_init, (ts[:-1], ts[1:]))
+  steps = jnp.arange(ts.size - 1)
+  z, _ = jax.lax.scan(step, z_init, (ts[:-1], ts[1:], steps))
   return z
 
 

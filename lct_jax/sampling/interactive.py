@@ -74,7 +74,7 @@ class Director:
     """A Director over a train.py work directory's newest checkpoint.
 
     `mode` defaults to 'causal' for context-causal models, else
-    'bidirectional_ar'; `sampler_kwargs` (steps, shift, cfg_scale, t_c)
+    'bidirectional_ar'; `sampler_kwargs` (steps, shift, cfg_scale, t_c, eta)
     default to the run's `sample.*` config; `mesh` (a `make_mesh` mesh)
     samples sharded, the weights restored straight onto it."""
     config = load.load_config(workdir)
@@ -82,7 +82,7 @@ class Director:
     use_ema = s.use_ema if use_ema is None else use_ema
     config, graphdef, params, _ = load.load_model(workdir, use_ema=use_ema,
                                                   config=config, mesh=mesh)
-    for k in ("steps", "shift", "cfg_scale", "t_c"):
+    for k in ("steps", "shift", "cfg_scale", "t_c", "eta"):
       sampler_kwargs.setdefault(k, s[k])
     sampler = Sampler(config, graphdef, params, capacity=capacity,
                       mesh=mesh, **sampler_kwargs)

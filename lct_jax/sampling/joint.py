@@ -49,7 +49,8 @@ def _per_shot(x_BxN, ndim):
 
 
 def generate(model, batch: dict, cond_BxN, t_cond_BxN, eps_gen, eps_cond,
-             ts, cfg_scale=1.0, *, use_cfg: bool = False, guidance_B=None):
+             ts, cfg_scale=1.0, *, use_cfg: bool = False, guidance_B=None,
+             churn_BxNx2=None, eta=0.0):
   """Euler sampling of every non-condition shot slot; -> latents like
   batch['latents'] (conditions bit-identical, padded frames zero).
 
@@ -64,6 +65,9 @@ def generate(model, batch: dict, cond_BxN, t_cond_BxN, eps_gen, eps_cond,
     ts: the time grid, [steps + 1] from 1 to 0 (`euler.timesteps`).
     cfg_scale: text guidance scale (used when `use_cfg`).
     use_cfg: run the unconditional branch (static).
+    churn_BxNx2: each shot's stochastic-sampler key (`euler.churn_keys`);
+      None: the deterministic Euler sampler.
+    eta: the stochastic sampler's strength (`euler.stochastic_step`).
   """
   latents = batch["latents"]
   nd = latents.ndim
@@ -78,7 +82,11 @@ def generate(model, batch: dict, cond_BxN, t_cond_BxN, eps_gen, eps_cond,
     return scene_velocity(model, z_in, t_in, batch, cfg_scale,
                           use_cfg=use_cfg, guidance_B=guidance_B)
 
-  z = euler.sample(velocity, eps_gen.astype(latents.dtype), ts)
+  noise_fn = None if churn_BxNx2 is None else (
+      lambda i: euler.churn_noise(churn_BxNx2, i, latents.shape[2:],
+                                  latents.dtype))
+  z = euler.sample(velocity, eps_gen.astype(latents.dtype), ts, eta=eta,
+                   noise_fn=noise_fn)
   out = jnp.where(cond, latents, z)
   frames = flow.frame_mask(batch["num_frames"], latents.shape[2])
   return jnp.where(frames[..., None, None, None] | cond, out,
@@ -89,8 +97,8 @@ def generate(model, batch: dict, cond_BxN, t_cond_BxN, eps_gen, eps_cond,
 def jitted(graphdef):
   """generate() as one jitted function of the parameters (per graphdef)."""
   def fn(params, batch, cond, t_cond, eps_gen, eps_cond, ts, cfg_scale,
-         guidance_B, use_cfg):
+         guidance_B, use_cfg, churn=None, eta=0.0):
     return generate(nnx.merge(graphdef, params), batch, cond, t_cond,
                     eps_gen, eps_cond, ts, cfg_scale, use_cfg=use_cfg,
-                    guidance_B=guidance_B)
+                    guidance_B=guidance_B, churn_BxNx2=churn, eta=eta)
   return jax.jit(fn, static_argnames=("use_cfg",))

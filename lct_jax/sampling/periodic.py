@@ -44,7 +44,7 @@ def write_samples(config, graphdef, state, workdir: str, step: int,
   params = state.ema_params if config.sample.use_ema else state.params
   s = config.sample
   sampler = Sampler(config, graphdef, params, steps=s.steps, shift=s.shift,
-                    cfg_scale=s.cfg_scale, t_c=s.t_c, mesh=mesh)
+                    cfg_scale=s.cfg_scale, t_c=s.t_c, eta=s.eta, mesh=mesh)
   scene, global_prompt, prompts = validation_scene(config)
   causal = config.model.attention_mask == "context_causal"
   latents = sampler.causal(scene) if causal else sampler.joint(scene)

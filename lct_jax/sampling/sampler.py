@@ -85,6 +85,9 @@ class Sampler:
     steps: Euler steps per shot.
     shift: the time grid's shift (`euler.timesteps`).
     cfg_scale: text guidance; 1 runs no unconditional branch.
+    eta: 0 for the deterministic Euler sampler; > 0 (at most 1, DDPM's
+      posterior noise) for the stochastic one, whose fresh noise is a
+      function of each shot's seed (`euler.churn_keys`).
     t_c: the history timestep in [0, 1] for generated shots in causal and
       auto-regressive modes.
     capacity: KV cache slots (causal); default scene.max_shots - 1.
@@ -97,6 +100,7 @@ class Sampler:
 
   def __init__(self, config, graphdef, params, *, steps: int = 20,
                shift: float = 1.0, cfg_scale: float = 1.0, t_c: float = 0.3,
+               eta: float = 0.0,
                capacity: int | None = None, guidance: float | None = None,
                mesh=None):
     self.config, self.graphdef = config, graphdef
@@ -110,6 +114,10 @@ class Sampler:
       raise ValueError(f"t_c={t_c} must be in [0, 1] (0-1000 on the paper's "
                        "scale)")
     self.ts = euler.timesteps(steps, shift)
+    if not 0.0 <= eta <= 1.0:
+      raise ValueError(f"eta={eta} must be in [0, 1] (0: deterministic "
+                       "Euler, 1: DDPM's posterior noise)")
+    self.eta = float(eta)
     self.cfg_scale, self.t_c = float(cfg_scale), float(t_c)
     self.use_cfg = self.cfg_scale != 1.0
     self.capacity = capacity or kv_cache.default_capacity(self.geom)
@@ -176,12 +184,22 @@ class Sampler:
     return (np.zeros((1, N), bool), np.zeros((1, N), np.float32), eps,
             np.zeros_like(eps))
 
-  def _joint_call(self, batch, cond, t_cond, eps_gen, eps_cond):
+  def _churn(self, seeds_K) -> np.ndarray | None:
+    """Stochastic-sampler keys [K, 2] of shots with these seeds, or None
+    for the deterministic sampler."""
+    if not self.eta:
+      return None
+    return np.stack([euler.churn_keys(s) for s in seeds_K])
+
+  def _joint_call(self, batch, cond, t_cond, eps_gen, eps_cond, seeds_N):
     fn = joint_lib.jitted(self.graphdef)
+    churn = self._churn(seeds_N)
     with self.on_mesh():
       return to_host(fn(self.params, batch, cond, t_cond, eps_gen,
                         eps_cond, self.ts, self.cfg_scale, self.guidance_B,
-                        use_cfg=self.use_cfg))
+                        use_cfg=self.use_cfg,
+                        churn=None if churn is None else churn[None],
+                        eta=self.eta))
 
   def _history(self, shot: Shot, k: int) -> list[int]:
     if shot.history is None:
@@ -204,7 +222,9 @@ class Sampler:
       cond[0, i] = s.latents is not None
       t_cond[0, i] = self.shot_t_c(s)
       eps_gen[0, i], eps_cond[0, i] = shot_noise(s.seed, self.shot_shape)
-    out = self._joint_call(batch, cond, t_cond, eps_gen, eps_cond)
+    seeds = [s.seed for s in scene.shots]
+    seeds += [0] * (self.geom.max_shots - n)
+    out = self._joint_call(batch, cond, t_cond, eps_gen, eps_cond, seeds)
     return [out[0, i] for i in range(n)]
 
   def bidirectional_ar(self, scene: Scene) -> list[np.ndarray]:
@@ -230,7 +250,9 @@ class Sampler:
       t_cond[0, i] = self.shot_t_c(h)
       eps_cond[0, i] = shot_noise(h.seed, self.shot_shape)[1]
     eps_gen[0, len(pool)] = shot_noise(shot.seed, self.shot_shape)[0]
-    out = self._joint_call(batch, cond, t_cond, eps_gen, eps_cond)
+    seeds = [h.seed for h in hist] + [shot.seed]
+    seeds += [0] * (self.geom.max_shots - len(seeds))
+    out = self._joint_call(batch, cond, t_cond, eps_gen, eps_cond, seeds)
     return out[0, len(pool)]
 
   # --- causal: cache primitives (also the interactive API's) ------------------
@@ -261,7 +283,8 @@ class Sampler:
     with self.on_mesh():
       z = denoise_fn(self.params, cache, self.pool_mask(slots), text,
                      text_len, pooled, np.asarray([shot.num_frames], np.int32),
-                     eps, self.ts, self.cfg_scale, use_cfg=self.use_cfg,
+                     eps, self.ts, self.cfg_scale, self._churn([shot.seed]),
+                     self.eta, use_cfg=self.use_cfg,
                      guidance_B=self.guidance_B)
       return to_host(z)[0]
 

@@ -56,7 +56,8 @@ def prepare(config, batch: dict, keys_B: jax.Array):
                                      f.p_text, pooled)
   N = latents.shape[1]
   t_BxN = jax.vmap(lambda k: flow.sample_timesteps(
-      k, (N,), mean=f.t_mean, std=f.t_std, shift=f.shift))(k_t)
+      k, (N,), mean=f.t_mean, std=f.t_std, shift=f.shift,
+      low_fraction=f.t_low_fraction, low_mean=f.t_low_mean))(k_t)
   eps = jax.vmap(lambda k: jax.random.normal(
       k, latents.shape[1:], jnp.float32))(k_eps).astype(latents.dtype)
   z_t = flow.add_noise(latents, eps, t_BxN)
