@@ -2,13 +2,16 @@
 
 The synthetic scenes are small pixel-space videos (32x32 RGB), so the
 "latent" is the pixels themselves (no VAE). The demo trains as the paper
-does, in two runs (README quick start):
+does, a single-shot model first and LCT from it (README quick start):
 
   # 1. single-shot pre-training (one shot + its global prompt, 96 tokens)
   python train.py --config configs/demo.py:text_rope --workdir runs/demo_base
-  # 2. LCT: 4-shot scenes, per-shot timesteps, started from stage 1
-  python train.py --config configs/demo.py --workdir runs/demo \
+  # 1b. the same single-shot model, trained at low noise for a few minutes
+  python train.py --config configs/demo.py:sharpen --workdir runs/demo_sharp \
       --config.train.init_from=runs/demo_base
+  # 2. LCT: 4-shot scenes, per-shot timesteps, started from stage 1b
+  python train.py --config configs/demo.py --workdir runs/demo \
+      --config.train.init_from=runs/demo_sharp
   # 3. optional: the context-causal fine-tune, for causal sampling
   python train.py --config configs/demo.py:causal --workdir runs/demo_causal \
       --config.train.init_from=runs/demo
@@ -27,7 +30,14 @@ measured on 2 cores with `python -m lct_jax.evaluate`):
   * flow.t_mean = 1.0: timesteps skewed to high noise, where the prompt
     decides the picture (t_mean 0 samples noise);
   * sampling with guidance 1.5 (guidance 3 halves the prompt adherence of
-    this model, 5 destroys it) and 30 Euler steps (60 change nothing).
+    this model, 5 destroys it) and 30 steps (60 change nothing);
+  * a low-noise stage (`sharpen`, median t 0.27), a 20% low-noise share in
+    the scene stages, and the stochastic sampler (eta 1): the high-noise
+    training above almost never sees t < 0.1, so the model damaged nearly
+    clean images (small sprites most); taught to keep them, and given
+    re-drawn noise to repair with, it recognises 0.218 of held-out shots
+    where the recipe without them recognised 0.096 (64 four-shot scenes;
+    BENCHMARKS.md, "Session of 2026-12-06").
 
 Sizes: 64 video tokens per shot, 4 shots + 5 text groups of 16 tokens
 = 336 tokens per scene; width 128, 4 dual blocks, ~2.6M parameters.
@@ -43,8 +53,9 @@ from lct_jax.stages import apply_stage
 # picture fastest, and the scene stage then needs only a few minutes
 # (BENCHMARKS.md, "Session of 2026-12-04 (fourth)": 7000 + 800 steps put the
 # background right in about twice as many shots as 4000 + 1400).
-STEPS = {"text_rope": 7000, "lct": 800, "causal": 800}
-CHECKPOINT_EVERY = {"text_rope": 1000, "lct": 200, "causal": 200}  # ~90 s
+STEPS = {"text_rope": 7000, "sharpen": 1500, "lct": 800, "causal": 800}
+CHECKPOINT_EVERY = {"text_rope": 1000, "sharpen": 500, "lct": 200,
+                    "causal": 200}  # ~90 s
 
 
 def get_config(stage: str = "lct"):
@@ -73,6 +84,8 @@ def get_config(stage: str = "lct"):
 
   f = c.flow
   f.t_mean = 1.0                    # logit-normal skewed to high noise
+  f.t_low_fraction = 0.2            # ... but a fifth of the shots at low
+  f.t_low_mean = -1.0               # noise: keeps what `sharpen` taught
   f.p_frame = 0.1                   # some shots become single images
   f.p_text = 0.1                    # CFG dropout
   f.p_single = 0.1                  # mix in single-shot examples (they
@@ -96,6 +109,7 @@ def get_config(stage: str = "lct"):
   sa = c.sample
   sa.steps = 30
   sa.cfg_scale = 1.5                # guidance (see above)
+  sa.eta = 1.0                      # stochastic sampler (see above)
 
   d = c.data
   d.source = "synthetic"            # scenes drawn on the fly, no download
@@ -105,7 +119,15 @@ def get_config(stage: str = "lct"):
   d.workers = 0                     # in-process: 2 cores, the step needs them
   d.skip_bad_records = False
 
-  apply_stage(c, stage, max_shots=4)
+  # `sharpen`: the single-shot stage again, at low noise (a logit-normal
+  # at mean -1: median t 0.27) and a quarter of the learning rate.
+  apply_stage(c, "text_rope" if stage == "sharpen" else stage, max_shots=4)
+  if stage in ("text_rope", "sharpen"):
+    f.t_low_fraction = 0.0          # measured: a low share from the first
+                                    # step costs the high-noise learning
+  if stage == "sharpen":
+    f.t_mean = -1.0
+    o.lr = 5e-4
   # A preempted demo loses under 2 minutes.
   t.steps, t.checkpoint_every = STEPS[stage], CHECKPOINT_EVERY[stage]
   return c

@@ -2,7 +2,9 @@
 cores instead of 15: the same model, data and two-stage recipe, about 4x
 the steps and a longer EMA horizon. See BENCHMARKS.md ("Demo generation")
 for what each length reaches; those runs predate the demo's
-`optim.b2 = 0.95`, which this config now inherits, and used 0.999.
+`optim.b2 = 0.95`, which this config now inherits, and used 0.999, and
+the `sharpen` stage, low-noise share and stochastic sampler of
+2026-12-06 (inherited too; not yet measured at this length).
 
   python train.py --config configs/demo_long.py:text_rope \\
       --workdir runs/demo_long_base                                # ~36 min
@@ -16,8 +18,9 @@ from configs import demo
 
 # Steps per stage (demo.STEPS has the rates): quality grows with single-shot
 # steps far faster per minute than with scene steps, so most time goes there.
-STEPS = {"text_rope": 24000, "lct": 3600, "causal": 1400}
-CHECKPOINT_EVERY = {"text_rope": 4000, "lct": 600, "causal": 200}
+STEPS = {"text_rope": 24000, "sharpen": 1500, "lct": 3600, "causal": 1400}
+CHECKPOINT_EVERY = {"text_rope": 4000, "sharpen": 500, "lct": 600,
+                    "causal": 200}
 
 
 def get_config(stage: str = "lct"):
