@@ -35,9 +35,9 @@ measured on 2 cores with `python -m lct_jax.evaluate`):
     the scene stages, and the stochastic sampler (eta 1): the high-noise
     training above almost never sees t < 0.1, so the model damaged nearly
     clean images (small sprites most); taught to keep them, and given
-    re-drawn noise to repair with, it recognises 0.218 of held-out shots
-    where the recipe without them recognised 0.096 (64 four-shot scenes;
-    BENCHMARKS.md, "Session of 2026-12-06").
+    re-drawn noise to repair with, it recognises 0.16-0.22 of held-out
+    shots (two seeds) where the recipe without them recognised 0.096 (64
+    four-shot scenes; BENCHMARKS.md, "Session of 2026-12-06").
 
 Sizes: 64 video tokens per shot, 4 shots + 5 text groups of 16 tokens
 = 336 tokens per scene; width 128, 4 dual blocks, ~2.6M parameters.
