@@ -16,6 +16,15 @@ The scene file format is documented in scenes/README.md. Settings come from
 flags, else the scene file, else the run's config (`sample.*`). Writes, under
 --out: shot_NN.{mp4,gif,png,npy}, scene.{mp4,gif}, scene_contact.png and
 settings.json (with consistency scores for the synthetic demo model).
+
+A latent-space model (e.g. a converted HunyuanVideo) writes its latents
+(.npy) and, with a VAE (--vae DIR, or the run's `sample.vae`), decodes every
+shot to video for the MP4/GIF/contact sheets; with --text_encoders DIR (a
+HunyuanVideo pipeline folder) its prompts are encoded by the real text
+encoders instead of needing precomputed embedding files:
+
+  python sample.py --workdir runs/hv_lct --scene my_scene.json \
+      --vae /models/HunyuanVideo --text_encoders /models/HunyuanVideo
 """
 import sys
 import time
@@ -24,8 +33,10 @@ from absl import app, flags, logging
 from tqdm import tqdm
 
 from lct_jax.attention.context import check_mesh
+from lct_jax.convert.vae import load_vae
+from lct_jax.data import hunyuan_text   # torch, transformers: on first use
 from lct_jax.parallel import make_mesh, parse_mesh
-from lct_jax.sampling import euler, load, outputs, scene_file
+from lct_jax.sampling import decode, euler, load, outputs, scene_file
 from lct_jax.sampling.sampler import Sampler
 from lct_jax.training.checkpoint import CheckpointError
 
@@ -38,6 +49,10 @@ _MODE = flags.DEFINE_enum("mode", "joint",
 _OUT = flags.DEFINE_string("out", "out", "Output directory.")
 _STEPS = flags.DEFINE_integer("steps", None, "Euler steps per shot.")
 _GUIDANCE = flags.DEFINE_float("guidance", None, "Text CFG scale (1 = off).")
+_EMBEDDED_GUIDANCE = flags.DEFINE_float(
+    "embedded_guidance", None, "The guidance value of models with an "
+    "embedded (distilled) guidance, e.g. HunyuanVideo; default "
+    "sample.embedded_guidance.")
 _SHIFT = flags.DEFINE_float("shift", None, "Time-grid shift.")
 _ETA = flags.DEFINE_float("eta", None, "Sampler noise: 0 = Euler ODE, 1 = "
                           "DDPM's posterior noise (default: sample.eta).")
@@ -48,6 +63,12 @@ _EMA = flags.DEFINE_bool("ema", None, "Use the EMA weights (default: the "
                          "config's sample.use_ema).")
 _FPS = flags.DEFINE_integer("fps", 4, "Frames per second of the videos.")
 _PROGRESS = flags.DEFINE_bool("progress", True, "Show a progress bar.")
+_VAE = flags.DEFINE_string(
+    "vae", None, "Decode latents to video with this VAE (a diffusers folder, "
+    "a pipeline folder or a converted checkpoint); default: sample.vae.")
+_TEXT_ENCODERS = flags.DEFINE_string(
+    "text_encoders", None, "Encode prompts with HunyuanVideo's text encoders "
+    "from this pipeline folder (embeddings-mode models).")
 _MESH = flags.DEFINE_string(
     "mesh", "", "Devices to sample on, as AXIS=SIZE pairs over data, fsdp, "
     "context, tensor (e.g. 'context=4,tensor=2'; unnamed axes 1, one axis "
@@ -73,8 +94,26 @@ def main(argv):
   except (CheckpointError, ValueError) as e:
     fail(str(e))
   mode, N = _MODE.value, config.scene.max_shots
+  vae_path = _VAE.value or config.sample.vae
+  decoder = None
+  if vae_path:
+    try:
+      decoder = decode.vae_decoder(load_vae(vae_path), config)
+    except (OSError, ValueError) as e:
+      fail(f"--vae {vae_path}: {e}")
+  text_encoder = None
+  if _TEXT_ENCODERS.value:
+    if config.model.text_mode != "embeddings":
+      fail(f"--text_encoders: model.text_mode={config.model.text_mode!r}; "
+           "only embeddings-mode models take encoded prompts")
+    try:
+      text_encoder = hunyuan_text.HunyuanTextEncoder.from_folder(
+          _TEXT_ENCODERS.value)
+    except (OSError, ValueError) as e:
+      fail(f"--text_encoders {_TEXT_ENCODERS.value}: {e}")
   try:
-    scene, file_settings = scene_file.load(_SCENE.value, config, max_shots=N)
+    scene, file_settings = scene_file.load(_SCENE.value, config, max_shots=N,
+                                           text_encoder=text_encoder)
   except scene_file.SceneFileError as e:
     fail(str(e))
   s = config.sample
@@ -107,7 +146,8 @@ def main(argv):
   except CheckpointError as e:
     fail(str(e))
   sampler = Sampler(config, graphdef, params, steps=steps, shift=shift,
-                    cfg_scale=guidance, t_c=t_c, eta=eta, mesh=mesh)
+                    cfg_scale=guidance, t_c=t_c, eta=eta, mesh=mesh,
+                    guidance=_EMBEDDED_GUIDANCE.value)
 
   shots = len(scene.shots)
   generated = sum(sh.latents is None for sh in scene.shots)
@@ -133,6 +173,8 @@ def main(argv):
       "mode": mode, "workdir": _WORKDIR.value, "checkpoint_step": step,
       "scene_file": _SCENE.value, "weights": "ema" if use_ema else "raw",
       "steps": steps, "shift": shift, "guidance": guidance, "eta": eta,
+      "embedded_guidance": (None if sampler.guidance_B is None
+                            else float(sampler.guidance_B[0])),
       "t_c_0_1000": t_c * 1000, "attention_mask":
           config.model.attention_mask,
       "shots": [{"prompt": p, "frames": sh.num_frames, "seed": sh.seed,
@@ -140,11 +182,11 @@ def main(argv):
                  "t_c_0_1000": sampler.shot_t_c(sh) * 1000,
                  "history": None if sh.history is None else list(sh.history)}
                 for p, sh in zip(prompts, scene.shots)],
-      "seconds": seconds}
+      "seconds": seconds, "vae": vae_path or None}
   settings = outputs.write_scene(
       _OUT.value, latents, [sh.num_frames for sh in scene.shots], settings,
       config=config, prompts=prompts, global_prompt=global_prompt,
-      fps=_FPS.value)
+      fps=_FPS.value, decode=decoder)
   line = f"wrote {shots} shots to {_OUT.value} ({seconds:.1f} s)"
   if "consistency" in settings:
     c = settings["consistency"]

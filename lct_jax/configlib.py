@@ -155,6 +155,13 @@ def base_config() -> ml_collections.ConfigDict:
                                   # auto-regressive modes (paper: 100-500 of
                                   # 1000); given conditions default to 0
   sa.use_ema = True               # sample with the EMA weights, else raw
+  sa.embedded_guidance = 6.0      # models with model.guidance_embeds
+                                  # (HunyuanVideo's distilled guidance; its
+                                  # pipeline's default guidance_scale)
+  sa.vae = ""                     # latent models: a VAE (diffusers folder or
+                                  # `convert vae import` checkpoint) that
+                                  # sample.py decodes shots to video with;
+                                  # "" = write latents only (--vae overrides)
 
   # --- data: the grain input pipeline (docs/design.md 10) ------------------
   d = c.data = ml_collections.ConfigDict()

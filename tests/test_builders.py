@@ -21,7 +21,7 @@ LIMITS = dict(max_shots=3, max_frames=4, size=32)
 
 
 def assert_same_record(got, want):
-  assert set(got) == set(want) | {"factors_json"}
+  assert set(got) == set(want) | {"factors_json", "encoding_json"}
   for key, value in want.items():
     if isinstance(value, np.ndarray):
       np.testing.assert_array_equal(got[key], value, err_msg=key)

@@ -19,6 +19,7 @@ LAYERS = {
     "lct_jax.parallel": 1,
     "lct_jax.attention": 2,
     "lct_jax.model": 3,
+    "lct_jax.vae": 3,
     "lct_jax.diffusion": 3,
     "lct_jax.data": 3,
     "lct_jax.batch": 3,

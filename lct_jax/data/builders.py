@@ -52,6 +52,7 @@ def scene_features(kind: str = "pixels") -> tfds.features.FeaturesDict:
       "shot_num_frames": tfds.features.Tensor(shape=(None,), dtype=np.int32),
       "has_cut": tfds.features.Tensor(shape=(None,), dtype=np.bool_),
       "factors_json": tfds.features.Text(),
+      "encoding_json": tfds.features.Text(),
       # Optional text embeddings (records.py); size 0 when a record has none.
       records.EMBEDDING_LEN: tfds.features.Tensor(shape=(None,),
                                                   dtype=np.int32),
@@ -69,6 +70,7 @@ def to_features(record: dict) -> dict:
   out.setdefault(records.EMBEDDING_LEN, np.zeros((0,), np.int32))
   out.setdefault(records.EMBEDDINGS, np.zeros((0, 0), np.float16))
   out.setdefault(records.POOLED, np.zeros((0, 0), np.float16))
+  out.setdefault("encoding_json", "")
   out[records.EMBEDDINGS] = np.asarray(out[records.EMBEDDINGS], np.float16)
   out[records.POOLED] = np.asarray(out[records.POOLED], np.float16)
   return out
@@ -154,8 +156,9 @@ def synthetic_config(num_train: int = 64, num_validation: int = 16,
 class SyntheticScenes(_ArrayRecordBuilder):
   """Procedural multi-shot scenes (`synthetic.py`), pixels + true factors."""
 
-  VERSION = tfds.core.Version("1.1.0")
-  RELEASE_NOTES = {"1.1.0": "optional prompt embeddings; frame sizes"}
+  VERSION = tfds.core.Version("1.2.0")
+  RELEASE_NOTES = {"1.1.0": "optional prompt embeddings; frame sizes",
+                   "1.2.0": "encoding_json (how a scene was VAE-encoded)"}
   BUILDER_CONFIGS = [synthetic_config()]
 
   def _info(self):
@@ -194,8 +197,9 @@ class SceneFolder(_ArrayRecordBuilder):
   the source path, identifies the built dataset.
   """
 
-  VERSION = tfds.core.Version("1.1.0")
-  RELEASE_NOTES = {"1.1.0": "optional prompt embeddings; frame sizes"}
+  VERSION = tfds.core.Version("1.2.0")
+  RELEASE_NOTES = {"1.1.0": "optional prompt embeddings; frame sizes",
+                   "1.2.0": "encoding_json (how a scene was VAE-encoded)"}
   BUILDER_CONFIGS = [
       tfds.core.BuilderConfig(name="pixels", description="videos, uint8"),
       tfds.core.BuilderConfig(name="latents", description=".npy, float16"),

@@ -78,7 +78,7 @@ def _read_latents(path: str) -> np.ndarray:
   return _read_npy(path, 4, "latents [F, h, w, C]")
 
 
-def _load_json(scene_id: str, scene_dir: str) -> dict:
+def load_json(scene_id: str, scene_dir: str) -> dict:
   path = os.path.join(scene_dir, SCENE_JSON)
   if not os.path.isfile(path):
     raise BadRecordError(scene_id, f"missing file {SCENE_JSON}")
@@ -97,7 +97,7 @@ def _load_json(scene_id: str, scene_dir: str) -> dict:
   return meta
 
 
-def _shot_kind(scene_id: str, k: int, shot) -> str:
+def shot_kind(scene_id: str, k: int, shot) -> str:
   if not isinstance(shot, dict) or not isinstance(shot.get("prompt"), str):
     raise BadRecordError(scene_id, f"shot {k} needs a string 'prompt'")
   kinds = [kind for kind, key in KINDS.items() if key in shot]
@@ -107,17 +107,22 @@ def _shot_kind(scene_id: str, k: int, shot) -> str:
   return kinds[0]
 
 
-def _has_cut(scene_id: str, k: int, shot: dict) -> bool:
+def has_cut(scene_id: str, k: int, shot: dict) -> bool:
   value = shot.get("has_cut", shot["prompt"].startswith(SHOT_CUT))
   if not isinstance(value, bool):
     raise BadRecordError(scene_id, f"shot {k}: has_cut must be true/false")
   return value
 
 
-def _read_file(scene_id: str, scene_dir: str, where: str, name, read):
+def check_file_name(scene_id: str, where: str, name) -> None:
   if not isinstance(name, str) or os.path.isabs(name) or ".." in name:
     # Keep reads inside the scene's own folder.
     raise BadRecordError(scene_id, f"{where}: bad file name {name!r}")
+
+
+def read_file(scene_id: str, scene_dir: str, where: str, name, read):
+  """read(path) of a file the scene names; any failure -> BadRecordError."""
+  check_file_name(scene_id, where, name)
   path = os.path.join(scene_dir, name)
   if not os.path.isfile(path):
     raise BadRecordError(scene_id, f"{where}: missing file {name}")
@@ -130,7 +135,7 @@ def _read_file(scene_id: str, scene_dir: str, where: str, name, read):
 
 def _read_shot(scene_id: str, scene_dir: str, k: int, kind: str,
                name) -> np.ndarray:
-  return _read_file(scene_id, scene_dir, f"shot {k}", name,
+  return read_file(scene_id, scene_dir, f"shot {k}", name,
                     read_video if kind == "pixels" else _read_latents)
 
 
@@ -152,7 +157,7 @@ def _read_embeddings(scene_id: str, scene_dir: str, meta: dict) -> dict:
       raise BadRecordError(scene_id, f"'{global_key}' / '{shot_key}' must be "
                            "given for the global prompt and every shot, or "
                            "for none")
-    arrays = [_read_file(
+    arrays = [read_file(
         scene_id, scene_dir, "global prompt" if g == 0 else f"shot {g - 1}",
         h[key], lambda p: _read_npy(p, ndim, f"prompt {field}"))
               for g, (h, key) in enumerate(zip(holders, keys))]
@@ -183,8 +188,8 @@ def read_scene(src: str, scene_id: str, kind: str | None = None) -> dict:
       inconsistent input.
   """
   scene_dir = os.path.join(src, scene_id)
-  meta = _load_json(scene_id, scene_dir)
-  kinds = {_shot_kind(scene_id, k, s) for k, s in enumerate(meta["shots"])}
+  meta = load_json(scene_id, scene_dir)
+  kinds = {shot_kind(scene_id, k, s) for k, s in enumerate(meta["shots"])}
   if len(kinds) != 1:
     raise BadRecordError(scene_id, "shots mix videos and latents; a scene "
                          "must use one kind")
@@ -202,7 +207,7 @@ def read_scene(src: str, scene_id: str, kind: str | None = None) -> dict:
                            f"{videos[0].shape[1:]}")
     videos.append(video)
     prompts.append(shot["prompt"])
-    cuts.append(_has_cut(scene_id, k, shot))
+    cuts.append(has_cut(scene_id, k, shot))
   field = "frames" if scene_kind == "pixels" else "latents"
   return validate_record({
       "scene_id": scene_id,
@@ -212,6 +217,8 @@ def read_scene(src: str, scene_id: str, kind: str | None = None) -> dict:
       "has_cut": np.array(cuts, bool),
       field: np.concatenate(videos, axis=0),
       "factors_json": json.dumps(meta["factors"]) if "factors" in meta else "",
+      "encoding_json": (json.dumps(meta["encoding"]) if "encoding" in meta
+                        else ""),
       **_read_embeddings(scene_id, scene_dir, meta),
   })
 
@@ -220,8 +227,8 @@ def detect_kind(src: str) -> str:
   """The kind of the first scene whose scene.json names one (for the CLI)."""
   for scene_id in list_scenes(src):
     try:
-      meta = _load_json(scene_id, os.path.join(src, scene_id))
-      return _shot_kind(scene_id, 0, meta["shots"][0])
+      meta = load_json(scene_id, os.path.join(src, scene_id))
+      return shot_kind(scene_id, 0, meta["shots"][0])
     except BadRecordError:
       continue
   raise ValueError(f"no readable scene.json under {src!r}")
@@ -280,6 +287,8 @@ def write_scene(src: str, record: dict) -> str:
                 np.asarray(pooled[g], np.float16))
   if record["factors_json"]:
     meta["factors"] = json.loads(record["factors_json"])
+  if record["encoding_json"]:
+    meta["encoding"] = json.loads(record["encoding_json"])
   with open(os.path.join(scene_dir, SCENE_JSON), "w", encoding="utf-8") as f:
     json.dump(meta, f, indent=1)
   return scene_dir

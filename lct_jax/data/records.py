@@ -11,6 +11,10 @@ variable-shape sequences; shots are concatenated along the frame axis):
   latents           float16 [sum F, h, w, C]  precomputed latents (one of the two)
   factors_json      str                    per-shot ground truth (JSON list of
                                            dicts), "" when unknown
+  encoding_json     str                    how the scene was encoded for a
+                                           latent model (`encode_scenes.py`:
+                                           VAE, frames kept, crop), "" when
+                                           it was not
 Optional precomputed text embeddings (for `model.text_mode='embeddings'`),
 per group g = 0 (global prompt), 1..N (shots), concatenated like the video:
   prompt_embedding_len  int32 [N + 1]           rows of each group (>= 0)
@@ -102,7 +106,8 @@ def validate_record(record: dict) -> dict:
   out.update(scene_id=scene_id, global_prompt=_text(record["global_prompt"]),
              shot_prompts=prompts, shot_num_frames=nf.astype(np.int32),
              has_cut=has_cut.astype(bool),
-             factors_json=_text(record.get("factors_json", "")))
+             factors_json=_text(record.get("factors_json", "")),
+             encoding_json=_text(record.get("encoding_json", "")))
   return out
 
 

@@ -27,7 +27,7 @@ import dataclasses
 
 import numpy as np
 
-from lct_jax.sampling import load, outputs
+from lct_jax.sampling import decode, load, outputs
 from lct_jax.sampling.sampler import Sampler, Scene, Shot
 from lct_jax.sampling.scene_file import TextEncoder
 
@@ -136,8 +136,9 @@ class Director:
     self.takes.append(take)
     return k
 
-  def save(self, out_dir: str, fps: int = 4) -> dict:
-    """Writes the accepted shots like sample.py does."""
+  def save(self, out_dir: str, fps: int = 4, *, vae=None) -> dict:
+    """Writes the accepted shots like sample.py does; a latent-space model's
+    through `vae` (an `lct_jax.vae.AutoencoderKL`) to video."""
     if not self.takes:
       raise ValueError("nothing accepted yet")
     settings = {"mode": self.mode, "global_prompt": self.global_prompt,
@@ -148,4 +149,6 @@ class Director:
         out_dir, [t.latents for t in self.takes],
         [t.shot.num_frames for t in self.takes], settings,
         config=self.sampler.config, prompts=[t.prompt for t in self.takes],
-        global_prompt=self.global_prompt, fps=fps)
+        global_prompt=self.global_prompt, fps=fps,
+        decode=None if vae is None else decode.vae_decoder(
+            vae, self.sampler.config))

@@ -2,8 +2,8 @@
 
 Frames are uint8 RGB [F, H, W, 3]. `to_frames` turns sampled latents into
 frames: pixel-space models (3 channels, the demo) map [-1, 1] to [0, 255];
-other latents (no decoder in this repository) show their first three
-channels min-max scaled, for a look only (the .npy latents are the output).
+other latents show their first three channels min-max scaled, for a look
+only, unless a VAE decodes them (`decode.vae_decoder`, sample.py --vae).
 Small frames are enlarged by an integer nearest-neighbour factor so that the
 videos are watchable and have even sizes (H.264 needs them).
 """

@@ -21,10 +21,16 @@ def is_synthetic_model(config) -> bool:
 
 def write_scene(out_dir: str, shots_latents: list, num_frames: list[int],
                 settings: dict, *, config, prompts: list[str] | None = None,
-                global_prompt: str | None = None, fps: int = 4) -> dict:
-  """Writes everything; returns settings (with scores when computed)."""
+                global_prompt: str | None = None, fps: int = 4,
+                decode=None) -> dict:
+  """Writes everything; returns settings (with scores when computed).
+
+  `decode`: latents, frames -> uint8 frames (`decode.vae_decoder`); default
+  `media.to_frames` (pixels as they are, other latents for a look only).
+  """
   os.makedirs(out_dir, exist_ok=True)
-  frames = [media.to_frames(z, n) for z, n in zip(shots_latents, num_frames)]
+  decode = decode or media.to_frames
+  frames = [decode(z, n) for z, n in zip(shots_latents, num_frames)]
   big = [media.enlarge(f) for f in frames]
   wrote_mp4 = True
   for i, (z, f) in enumerate(zip(shots_latents, big)):

@@ -92,7 +92,7 @@ class Sampler:
       auto-regressive modes.
     capacity: KV cache slots (causal); default scene.max_shots - 1.
     guidance: the embedded guidance value, for models with
-      model.guidance_embeds.
+      model.guidance_embeds (default `sample.embedded_guidance`).
     mesh: a ('data', 'fsdp', 'context', 'tensor') mesh to sample on
       (`lct_jax.parallel.make_mesh`); None: one device. The parameters are
       placed on it here (a copy unless they already are).
@@ -122,7 +122,7 @@ class Sampler:
     self.use_cfg = self.cfg_scale != 1.0
     self.capacity = capacity or kv_cache.default_capacity(self.geom)
     if config.model.guidance_embeds and guidance is None:
-      raise ValueError("model.guidance_embeds is set: pass guidance=")
+      guidance = config.sample.embedded_guidance
     self.guidance_B = (None if guidance is None
                        else np.full((1,), guidance, np.float32))
 

@@ -108,15 +108,18 @@ def _check_media(x, is_latent: bool, config, where: str, file: str,
 class TextEncoder:
   """Prompts -> the model's text inputs (token ids, or embeddings)."""
 
-  def __init__(self, config):
+  def __init__(self, config, encoder=None):
+    """`encoder`: text -> (embeddings [L, D], pooled [P] or None) for
+    embeddings-mode models, e.g. `data.hunyuan_text.HunyuanTextEncoder`;
+    default the synthetic data's stand-in (`data.text_encoder`). Prompts
+    with precomputed files (prompt_embedding / prompt_pooled) need none."""
     m = config.model
     self.mode, self.L = m.text_mode, config.scene.max_text_len
+    self.width, self.pooled_dim = m.text_embed_dim, m.pooled_dim
     self.pooled = m.text_mode == "embeddings" and m.use_pooled_text
     if self.mode == "embeddings":
-      # The synthetic data's stand-in encoder (`data.sources`): real models
-      # take precomputed embeddings (prompt_embedding / prompt_pooled).
-      self.encoder = HashedTextEncoder(m.text_embed_dim,
-                                       m.pooled_dim if self.pooled else 0)
+      self.encoder = encoder or HashedTextEncoder(
+          m.text_embed_dim, m.pooled_dim if self.pooled else 0)
 
   def __call__(self, prompt: str, where: str, path: str, emb_file=None,
                pooled_file=None):
@@ -137,6 +140,10 @@ class TextEncoder:
                 if pooled_file else None)
     else:
       emb, pooled = self.encoder(prompt)
+    if emb.ndim != 2 or emb.shape[1] != self.width:
+      raise SceneFileError(f"{path}: {where}: prompt embeddings of shape "
+                           f"{emb.shape}, but model.text_embed_dim="
+                           f"{self.width} (wrong text encoder?)")
     if len(emb) > self.L:
       raise SceneFileError(f"{path}: {where}: {len(emb)} text tokens exceed "
                            f"scene.max_text_len={self.L}")
@@ -145,6 +152,10 @@ class TextEncoder:
     if self.pooled and pooled is None:
       raise SceneFileError(f"{path}: {where}: the model wants pooled text "
                            "(prompt_pooled)")
+    if self.pooled and np.shape(pooled) != (self.pooled_dim,):
+      raise SceneFileError(f"{path}: {where}: pooled text of shape "
+                           f"{np.shape(pooled)}, but model.pooled_dim="
+                           f"{self.pooled_dim}")
     return out, len(emb), (np.asarray(pooled, np.float32) if self.pooled
                            else None)
 
@@ -159,11 +170,12 @@ def _check_keys(obj: dict, allowed, required, prefix: str) -> None:
       raise SceneFileError(f"{prefix}missing required key {key!r}")
 
 
-def load(path: str, config, *, max_shots: int | None = None
-         ) -> tuple[Scene, dict]:
+def load(path: str, config, *, max_shots: int | None = None,
+         text_encoder=None) -> tuple[Scene, dict]:
   """-> (Scene, settings: the file's seed/steps/guidance/shift/t_c given).
 
   `max_shots`: the most shots the mode can take (joint: scene.max_shots).
+  `text_encoder`: as for `TextEncoder`.
   """
   try:
     with open(path) as f:
@@ -201,7 +213,7 @@ def load(path: str, config, *, max_shots: int | None = None
   if "t_c" in spec:
     settings["t_c"] = _t_c(spec["t_c"], "t_c", path)
   seed = settings.get("seed", 0)
-  encode = TextEncoder(config)
+  encode = TextEncoder(config, text_encoder)
   g_text, g_len, g_pooled = encode(
       spec["global_prompt"], "global_prompt", path,
       spec.get("global_prompt_embedding"), spec.get("global_prompt_pooled"))
