@@ -13,7 +13,9 @@ the sampler's (30 steps over [0, 1]), cut at t0; guidance as configured
 shots whose sprite colour / template IoU is within threshold, and the
 median sprite colour distance, then the recognised fraction by the
 sprite's true radius level (0-1: radius 3-4 px, 2-3: 5-6.5, 4-5: 8-10), to
-tell a failure to render small sprites from a failure at every size.
+tell a failure to render small sprites from a failure at every size, and
+the fraction whose estimated shape is still the truth's ("shape kept": a
+model that cannot draw corners rounds every given shape into a blob).
 """
 import argparse
 import time
@@ -56,7 +58,10 @@ def main():
         f"{'raw' if a.raw else 'EMA'} weights")
   print(f"{'t0':>5s} {'steps':>5s} {'recognised':>10s} {'sprite col.':>11s} "
         f"{'IoU':>5s} {'median dist.':>12s} {'s':>5s} "
-        f"{'rec. r 3-4':>10s} {'r 5-6.5':>7s} {'r 8-10':>6s}")
+        f"{'rec. r 3-4':>10s} {'r 5-6.5':>7s} {'r 8-10':>6s} "
+        f"{'shape kept':>10s}")
+  true_shapes = [s.factors["shape"] for drawn in drawn_scenes
+                 for s in drawn.shots]
   levels = [synthetic.radius_level(s.factors["size"], s.factors["framing"])
             for drawn in drawn_scenes
             for s in drawn.shots]
@@ -90,6 +95,8 @@ def main():
     ev = estimators.evidence_summary(estimates)
     recognised = np.asarray([e.recognised for e in estimates], float)
     rec = recognised.mean()
+    kept = np.mean([e.factors["shape"] == shape
+                    for e, shape in zip(estimates, true_shapes)])
     by_size = [recognised[level_pair == k].mean() if (level_pair == k).any()
                else float("nan") for k in range(3)]
     print(f"{t0:5.2f} {ts.size - 1:5d} {rec:10.3f} "
@@ -97,7 +104,8 @@ def main():
           f"{ev['template_iou']['within']:5.3f} "
           f"{ev['sprite_distance']['median']:12.1f} "
           f"{time.perf_counter() - start:5.1f} "
-          f"{by_size[0]:10.3f} {by_size[1]:7.3f} {by_size[2]:6.3f}",
+          f"{by_size[0]:10.3f} {by_size[1]:7.3f} {by_size[2]:6.3f} "
+          f"{kept:10.3f}",
           flush=True)
 
 

@@ -206,3 +206,30 @@ def test_cli_import_export_and_load_params(setup, tmp_path):
   assert set(back) == set(sd)
   for k in sd:
     np.testing.assert_array_equal(back[k], sd[k])
+
+
+def test_a_failed_overwrite_keeps_the_last_good_checkpoint(setup, tmp_path,
+                                                           monkeypatch):
+  config, sd = setup
+  ckpt = str(tmp_path / "ckpt")
+  good = hunyuan.import_state_dict(sd, config)
+  checkpoint.save_params(ckpt, good, config)
+  other = hunyuan.import_state_dict(random_state_dict(config, seed=1), config)
+
+  def disk_full(self, path, *args, **kwargs):
+    os.makedirs(path)                 # a partial write, then the failure
+    raise OSError("No space left on device")
+
+  monkeypatch.setattr(checkpoint.ocp.StandardCheckpointer, "save", disk_full)
+  with pytest.raises(OSError, match="No space"):
+    checkpoint.save_params(ckpt, other, config, overwrite=True)
+  monkeypatch.undo()
+  got = hunyuan.flatten(checkpoint.load_params(ckpt, config))
+  for k, v in hunyuan.flatten(good).items():
+    np.testing.assert_array_equal(np.asarray(got[k]), v)
+  # The next save cleans the leftover and replaces the checkpoint whole.
+  checkpoint.save_params(ckpt, other, config, overwrite=True)
+  got = hunyuan.flatten(checkpoint.load_params(ckpt, config))
+  for k, v in hunyuan.flatten(other).items():
+    np.testing.assert_array_equal(np.asarray(got[k]), v)
+  assert sorted(os.listdir(ckpt)) == ["config.json", "params"]

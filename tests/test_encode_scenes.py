@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from lct_jax import vae as V
+from lct_jax.convert.vae import save_checkpoint
 from lct_jax.data import builders, encode_scenes, folder, records
 from lct_jax.data.text_encoder import HashedTextEncoder
 from lct_jax.data.transform import pixels_to_latents
@@ -147,7 +148,7 @@ def test_build_cli_encodes_then_builds(tmp_path, tiny_vae):
   _scene(src, "a", [9, 5])
   _scene(src, "b", [2])                   # too short: skipped, named
   ckpt = str(tmp_path / "vae_ckpt")
-  V.checkpoint.save(ckpt, V.params_of(tiny_vae), tiny_vae.config)
+  save_checkpoint(ckpt, V.params_of(tiny_vae), tiny_vae.config)
   out = subprocess.run(
       [sys.executable, os.path.join(ROOT, "data", "build.py"), "folder",
        "--src", src, "--data_dir", data_dir, "--vae", ckpt],

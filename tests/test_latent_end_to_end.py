@@ -11,9 +11,11 @@ import sys
 import numpy as np
 import pytest
 
+from lct_jax import configlib
 from lct_jax import vae as V
+from lct_jax.convert.vae import save_checkpoint
 from lct_jax.data import folder
-from lct_jax.sampling import decode, load, outputs
+from lct_jax.sampling import decode, load, outputs, scene_file
 from lct_jax.sampling.interactive import Director
 from lct_jax.sampling.sampler import Sampler
 
@@ -48,7 +50,7 @@ def trained(tmp_path_factory):
   tmp = tmp_path_factory.mktemp("latent_run")
   vae = tiny_vae()
   ckpt = str(tmp / "vae")
-  V.checkpoint.save(ckpt, V.params_of(vae), vae.config)
+  save_checkpoint(ckpt, V.params_of(vae), vae.config)
   src, data_dir = str(tmp / "videos"), str(tmp / "data")
   rng = np.random.default_rng(0)
   for i in range(3):
@@ -105,7 +107,7 @@ def test_sample_decodes_latents_to_video(trained, tmp_path):
   # --vae of a VAE with other latents is refused by name before sampling.
   other = str(tmp_path / "vae8")
   v8 = tiny_vae(latent_channels=8)
-  V.checkpoint.save(other, V.params_of(v8), v8.config)
+  save_checkpoint(other, V.params_of(v8), v8.config)
   proc = subprocess.run(
       [sys.executable, os.path.join(ROOT, "sample.py"), f"--workdir={workdir}",
        f"--scene={_scene_file(tmp)}", f"--out={tmp_path / 'x'}", f"--vae={other}",
@@ -146,3 +148,19 @@ def test_write_scene_uses_the_decoder(tmp_path):
   outputs.write_scene(str(tmp_path), [np.zeros((3, 2, 2, 4))], [2], {},
                       config=C, decode=fake)
   assert calls == [((3, 2, 2, 4), 2)]
+
+
+def test_a_text_encoder_of_another_width_is_named(tmp_path):
+  c = configlib.load(CONFIG)
+  c.model.text_mode, c.model.text_embed_dim = "embeddings", 16
+  c.model.use_pooled_text, c.model.pooled_dim = True, 8
+  path = str(tmp_path / "s.json")
+  with open(path, "w") as f:
+    json.dump({"global_prompt": "a", "shots": [{"prompt": "b"}]}, f)
+  wide = lambda text: (np.zeros((3, 32), np.float16), np.zeros(8, np.float16))
+  with pytest.raises(scene_file.SceneFileError,
+                     match=r"shape \(3, 32\), but model.text_embed_dim=16"):
+    scene_file.load(path, c, text_encoder=wide)
+  pooled = lambda text: (np.zeros((3, 16), np.float16), np.zeros(5))
+  with pytest.raises(scene_file.SceneFileError, match="model.pooled_dim=8"):
+    scene_file.load(path, c, text_encoder=pooled)

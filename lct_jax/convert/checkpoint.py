@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 
 import jax
 import ml_collections
@@ -29,23 +30,48 @@ CONFIG = "config.json"
 DIFFUSERS_CONFIG = "diffusers_config.json"
 
 
+def write_dir(path: str, params: dict, files: dict[str, str], *,
+              overwrite: bool = False) -> None:
+  """Writes DIR/params (orbax) and the text `files` {name: content}.
+
+  Nothing of an existing checkpoint is replaced until the new one is whole:
+  the params go to `params.partial` and the files to `*.partial` first,
+  then each is renamed into place (the old params moved aside and deleted
+  last), so a save that fails (disk full, preemption) leaves the last good
+  checkpoint readable.
+  """
+  path = os.path.abspath(path)
+  final = os.path.join(path, PARAMS)
+  if os.path.exists(final) and not overwrite:
+    raise FileExistsError(f"{final} exists; pass overwrite=True "
+                          "(--overwrite) to replace it")
+  os.makedirs(path, exist_ok=True)
+  partial, old = final + ".partial", final + ".old"
+  for leftover in (partial, old):       # from an earlier, interrupted save
+    shutil.rmtree(leftover, ignore_errors=True)
+  ckptr = ocp.StandardCheckpointer()
+  ckptr.save(partial, params)
+  ckptr.wait_until_finished()
+  for name, content in files.items():
+    with open(os.path.join(path, name + ".partial"), "w") as f:
+      f.write(content)
+  if os.path.exists(final):
+    os.replace(final, old)
+  os.replace(partial, final)
+  for name in files:
+    os.replace(os.path.join(path, name + ".partial"), os.path.join(path, name))
+  shutil.rmtree(old, ignore_errors=True)
+
+
 def save_params(path: str, params: dict, config: ml_collections.ConfigDict,
                 *, diffusers_config: dict | None = None,
                 overwrite: bool = False) -> None:
-  """Writes `params` (a pure dict of arrays) and the config under `path`."""
-  path = os.path.abspath(path)
-  if os.path.exists(os.path.join(path, PARAMS)) and not overwrite:
-    raise FileExistsError(f"{path}/{PARAMS} exists; pass overwrite=True "
-                          "(--overwrite) to replace it")
-  os.makedirs(path, exist_ok=True)
-  ckptr = ocp.StandardCheckpointer()
-  ckptr.save(os.path.join(path, PARAMS), params, force=overwrite)
-  ckptr.wait_until_finished()
-  with open(os.path.join(path, CONFIG), "w") as f:
-    f.write(config.to_json(indent=1))
+  """Writes `params` (a pure dict of arrays) and the config under `path`
+  (`write_dir`: a failed save keeps the previous checkpoint)."""
+  files = {CONFIG: config.to_json(indent=1)}
   if diffusers_config is not None:
-    with open(os.path.join(path, DIFFUSERS_CONFIG), "w") as f:
-      json.dump(diffusers_config, f, indent=1)
+    files[DIFFUSERS_CONFIG] = json.dumps(diffusers_config, indent=1)
+  write_dir(path, params, files, overwrite=overwrite)
 
 
 def load_config(path: str) -> ml_collections.ConfigDict:

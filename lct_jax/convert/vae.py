@@ -19,6 +19,7 @@ import os
 
 import numpy as np
 
+from lct_jax.convert import checkpoint as ckpt_io
 from lct_jax.convert import folder as folder_io
 from lct_jax.convert import safetensors_io
 from lct_jax.vae import checkpoint, convert
@@ -61,12 +62,21 @@ def load_vae(path: str, *, dtype=np.float32) -> AutoencoderKL:
   return convert.model_from_params(*load_params(path, dtype=dtype))
 
 
+def save_checkpoint(path: str, params: dict, config: VAEConfig, *,
+                    overwrite: bool = False) -> None:
+  """Writes a converted VAE checkpoint (`lct_jax.vae.checkpoint` layout);
+  `params` are checked against the config first."""
+  convert.check_params(params, config)
+  ckpt_io.write_dir(path, params, {checkpoint.CONFIG: json.dumps(
+      config.to_diffusers(), indent=1)}, overwrite=overwrite)
+
+
 def import_folder(src: str, dst: str, *, dtype=np.float32,
                   overwrite: bool = False) -> tuple[VAEConfig, int]:
   """diffusers folder -> converted checkpoint; -> (config, tensor count)."""
   config, state_dict = read_folder(src)
   params = convert.import_state_dict(state_dict, config, dtype=dtype)
-  checkpoint.save(dst, params, config, overwrite=overwrite)
+  save_checkpoint(dst, params, config, overwrite=overwrite)
   return config, len(state_dict)
 
 

@@ -6,8 +6,10 @@
 
 The same layout as the transformer's (`lct_jax.convert.checkpoint`), with
 the config under its own name so the two kinds of directory are never
-mistaken for each other. Made by `python -m lct_jax.convert vae import`;
-`load` needs only this layer, so samplers can read it without the converter.
+mistaken for each other. Made by `python -m lct_jax.convert vae import`
+(`lct_jax.convert.vae.save_checkpoint`, which writes it as the
+transformer's is written: a failed save keeps the previous one); `load`
+needs only this layer, so samplers can read it without the converter.
 """
 from __future__ import annotations
 
@@ -28,22 +30,6 @@ CONFIG = "vae_config.json"
 def is_checkpoint(path: str) -> bool:
   return (os.path.isdir(os.path.join(path, PARAMS)) and
           os.path.isfile(os.path.join(path, CONFIG)))
-
-
-def save(path: str, params: dict, config: VAEConfig, *,
-         overwrite: bool = False) -> None:
-  """Writes `params` (pure dict; checked against the config) under `path`."""
-  convert.check_params(params, config)
-  path = os.path.abspath(path)
-  if os.path.exists(os.path.join(path, PARAMS)) and not overwrite:
-    raise FileExistsError(f"{path}/{PARAMS} exists; pass overwrite=True "
-                          "(--overwrite) to replace it")
-  os.makedirs(path, exist_ok=True)
-  ckptr = ocp.StandardCheckpointer()
-  ckptr.save(os.path.join(path, PARAMS), params, force=overwrite)
-  ckptr.wait_until_finished()
-  with open(os.path.join(path, CONFIG), "w") as f:
-    json.dump(config.to_diffusers(), f, indent=1)
 
 
 def load_config(path: str) -> VAEConfig:
