@@ -1,5 +1,10 @@
-"""Shared tiny configs for the tests (CPU, compile in seconds)."""
+"""Shared tiny configs for the tests (CPU, compile in seconds), and the
+import of the optional PyTorch baseline."""
+import importlib
+import os
+
 import numpy as np
+import pytest
 
 from lct_jax import configlib
 
@@ -45,3 +50,15 @@ def three_shot_scene(c, seed: int = 0):
            Shot(text(2), 2, num_frames=1, seed=11),
            Shot(text(3), 3, num_frames=2, seed=12)]
   return Scene(text(3), 3, shots)
+
+
+def parity_modules(*names):
+  """The `parity` extra's modules (torch, diffusers, transformers): skipped
+  where the extra is not installed, except in CI (.ci/run sets
+  LCT_REQUIRE_PARITY), where a missing one is a failure, not a silent
+  skip."""
+  if os.environ.get("LCT_REQUIRE_PARITY"):
+    return [importlib.import_module(n) for n in names]
+  why = ("parity extra not installed: pip install torch==2.13.0, then pip "
+         "install -e '.[parity]'")
+  return [pytest.importorskip(n, reason=why) for n in names]

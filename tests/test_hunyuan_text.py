@@ -3,22 +3,15 @@ HunyuanVideoPipeline.encode_prompt, on tiny random text encoders and
 tokenizers built here and saved as a pipeline folder (nothing downloaded).
 Needs the `parity` extra (torch, diffusers, transformers); skipped without
 it, except in CI (LCT_REQUIRE_PARITY), where that is a failure."""
-import os
 import re
 
 import numpy as np
 import pytest
 
-if os.environ.get("LCT_REQUIRE_PARITY"):
-  import diffusers  # pylint: disable=g-import-not-at-top
-  import torch  # pylint: disable=g-import-not-at-top
-  import transformers  # pylint: disable=g-import-not-at-top
-else:
-  _why = ("parity extra not installed: pip install torch==2.13.0, then pip "
-          "install -e '.[parity]'")
-  torch = pytest.importorskip("torch", reason=_why)
-  transformers = pytest.importorskip("transformers", reason=_why)
-  diffusers = pytest.importorskip("diffusers", reason=_why)
+import _util
+
+torch, transformers, diffusers = _util.parity_modules(
+    "torch", "transformers", "diffusers")
 
 from lct_jax.data import hunyuan_text, records, sources  # noqa: E402
 from lct_jax.data.hunyuan_text import HunyuanTextEncoder  # noqa: E402

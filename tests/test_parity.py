@@ -12,17 +12,9 @@ import os
 import numpy as np
 import pytest
 
-if os.environ.get("LCT_REQUIRE_PARITY"):
-  # CI (.ci/run): a missing extra is a failure, not a silent skip.
-  import diffusers  # pylint: disable=g-import-not-at-top
-  import torch  # pylint: disable=g-import-not-at-top
-else:
-  torch = pytest.importorskip(
-      "torch", reason="parity extra not installed: pip install "
-      "torch==2.13.0, then pip install -e '.[parity]'")
-  diffusers = pytest.importorskip(
-      "diffusers", reason="parity extra not installed: pip install -e "
-      "'.[parity]' (after torch==2.13.0)")
+import _util
+
+torch, diffusers = _util.parity_modules("torch", "diffusers")
 
 import jax.numpy as jnp  # noqa: E402
 

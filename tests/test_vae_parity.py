@@ -10,22 +10,13 @@ tiling algorithm alone at diffusers' default tile sizes (cheap stand-in
 encoder / decoder on both sides); and the weights through files diffusers
 itself writes and reads.
 """
-import os
 
 import numpy as np
 import pytest
 
-if os.environ.get("LCT_REQUIRE_PARITY"):
-  import diffusers  # pylint: disable=g-import-not-at-top
-  import torch  # pylint: disable=g-import-not-at-top
-else:
-  torch = pytest.importorskip(
-      "torch", reason="parity extra not installed: pip install "
-      "torch==2.13.0, then pip install -e '.[parity]'")
-  diffusers = pytest.importorskip(
-      "diffusers", reason="parity extra not installed: pip install -e "
-      "'.[parity]' (after torch==2.13.0)")
+import _util
 
+torch, diffusers = _util.parity_modules("torch", "diffusers")
 
 from lct_jax import vae as V  # noqa: E402
 from lct_jax.convert import vae as vae_io  # noqa: E402
