@@ -3,7 +3,11 @@ HunyuanVideoPipeline.encode_prompt, on tiny random text encoders and
 tokenizers built here and saved as a pipeline folder (nothing downloaded).
 Needs the `parity` extra (torch, diffusers, transformers); skipped without
 it, except in CI (LCT_REQUIRE_PARITY), where that is a failure."""
+import json
+import os
 import re
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -13,6 +17,8 @@ import _util
 torch, transformers, diffusers = _util.parity_modules(
     "torch", "transformers", "diffusers")
 
+from lct_jax.data import builders  # noqa: E402
+from lct_jax.data import folder as folder_io  # noqa: E402
 from lct_jax.data import hunyuan_text, records, sources  # noqa: E402
 from lct_jax.data.hunyuan_text import HunyuanTextEncoder  # noqa: E402
 
@@ -284,3 +290,34 @@ def test_command_line(parts, folder, capsys):
                    "embeddings (1, 32) pooled (24,): ''"]
   assert hunyuan_text.main(["--text_encoders", "/nonexistent",
                             "--prompt", "x"]) == 2
+
+
+def test_build_folder_adds_the_encoders_embeddings(parts, folder, tmp_path):
+  """data/build.py folder --text_encoders: every group's embeddings and
+  pooled vector in the built records, as the encoder gives them."""
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  src, data_dir = tmp_path / "videos", tmp_path / "data"
+  (src / "s0").mkdir(parents=True)
+  folder_io.write_video(str(src / "s0" / "a.mp4"),
+                        np.zeros((2, 8, 8, 3), np.uint8))
+  (src / "s0" / "scene.json").write_text(json.dumps(
+      {"global_prompt": "a red cat", "shots": [
+          {"prompt": "the cat sits", "video": "a.mp4"}]}))
+  env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=root)
+  proc = subprocess.run(
+      [sys.executable, os.path.join(root, "data", "build.py"), "folder",
+       "--src", str(src), "--data_dir", str(data_dir), "--text_encoders",
+       folder], cwd=root, env=env, capture_output=True, text=True,
+      timeout=300)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert "1 scenes encoded" in proc.stdout
+  builder = builders.build_folder(str(data_dir / "encoded_scenes"),
+                                  str(data_dir))
+  (record,) = list(builders.open_split(builder, "train"))
+  assert record["frames"].shape == (2, 8, 8, 3)        # pixels kept
+  enc = HunyuanTextEncoder.from_folder(folder)        # the CLI's defaults
+  for got, text in zip(records.split_embeddings(record),
+                       ["a red cat", "the cat sits"]):
+    np.testing.assert_array_equal(got, enc(text)[0])
+  np.testing.assert_array_equal(record[records.POOLED][1],
+                                enc("the cat sits")[1])
