@@ -1,0 +1,56 @@
+"""Which shape a run draws, against the shape its prompt names.
+
+  python benchmarks/shape_confusion.py --workdir runs/demo_sharp --scenes 128 [--eta 1]
+
+Samples held-out scenes as `python -m lct_jax.evaluate` does (same seeds,
+the run's sampling settings) and tallies the estimator's shape of every
+generated shot (rows: the prompt's shape; columns: the estimate, or
+unknown), then which shapes the recognised shots were read as. A model
+that draws blobs shows a "circle" column (a large blob passes the circle
+template) and a diagonal at chance.
+"""
+import argparse
+import collections
+
+from lct_jax import evaluate
+from lct_jax.data import estimators, synthetic
+from lct_jax.sampling import load, media
+from lct_jax.sampling.sampler import Sampler
+
+
+def main():
+  p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  p.add_argument("--workdir", required=True)
+  p.add_argument("--scenes", type=int, default=128)
+  p.add_argument("--eta", type=float, default=None)
+  a = p.parse_args()
+  config = load.load_config(a.workdir)
+  evaluate.check_synthetic_run(config, a.workdir)
+  config, graphdef, params, step = load.load_model(a.workdir, config=config)
+  sa = config.sample
+  sampler = Sampler(config, graphdef, params, steps=sa.steps, shift=sa.shift,
+                    cfg_scale=sa.cfg_scale,
+                    eta=sa.eta if a.eta is None else a.eta)
+  table, recognised = collections.Counter(), collections.Counter()
+  for i, drawn in enumerate(evaluate.held_out_scenes(config, a.scenes)):
+    latents = sampler.joint(evaluate._sampler_scene(config, drawn,  # pylint: disable=protected-access
+                                                    seed=1000 * i))
+    for z, shot in zip(latents, drawn.shots):
+      e = estimators.estimate_shot(media.to_frames(z, len(shot.frames)))
+      table[shot.factors["shape"], e.factors["shape"]] += 1
+      recognised[e.factors["shape"]] += e.recognised
+  cols = list(synthetic.SHAPES) + ["unknown"]
+  shots = sum(table.values())
+  right = sum(table[s, s] for s in synthetic.SHAPES)
+  print(f"{a.workdir} step {step}, eta {sampler.eta}: {shots} shots; "
+        f"prompted shape drawn {right / shots:.3f}")
+  print("| prompted \\ estimated | " + " | ".join(cols) + " |")
+  print("|---" * (len(cols) + 1) + "|")
+  for s in synthetic.SHAPES:
+    print(f"| {s} | " + " | ".join(str(table[s, c]) for c in cols) + " |")
+  print("recognised shots read as: " + ", ".join(
+      f"{c} {recognised[c]}" for c in cols if recognised[c]))
+
+
+if __name__ == "__main__":
+  main()
