@@ -162,18 +162,10 @@ class SceneEncoder:
       json.dump(out, f, indent=1)
 
   def _embed(self, meta: dict, out_dir: str) -> None:
-    holders = [meta] + meta["shots"]
     texts = [meta["global_prompt"]] + [s["prompt"] for s in meta["shots"]]
-    for g, (holder, text) in enumerate(zip(holders, texts)):
-      emb, pooled = self.text_encoder(text)
-      prefix = "global" if g == 0 else f"shot_{g:02d}"
-      key_e, key_p = folder.EMBEDDING_KEYS[0][g > 0], folder.EMBEDDING_KEYS[1][g > 0]
-      holder[key_e] = f"{prefix}_text.npy"
-      np.save(os.path.join(out_dir, holder[key_e]), np.asarray(emb, np.float16))
-      if pooled is not None:
-        holder[key_p] = f"{prefix}_pooled.npy"
-        np.save(os.path.join(out_dir, holder[key_p]),
-                np.asarray(pooled, np.float16))
+    outs = [self.text_encoder(t) for t in texts]
+    folder.write_embeddings(out_dir, meta, [e for e, _ in outs],
+                            [p for _, p in outs])
 
 
 def encode_folder(src: str, dst: str, encoder: SceneEncoder, *,

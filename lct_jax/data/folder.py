@@ -251,6 +251,24 @@ def write_video(path: str, frames: np.ndarray, fps: int = 8, *,
     container.mux(stream.encode())
 
 
+def write_embeddings(scene_dir: str, meta: dict, embeddings: list,
+                     pooled: list | None = None) -> None:
+  """Saves group g's embeddings [L, D] (and pooled [P]) as .npy files in
+  `scene_dir` and names them in `meta` (group 0: the global prompt, g >= 1:
+  meta["shots"][g - 1]), as `read_scene` reads them back."""
+  holders = [meta] + meta["shots"]
+  for g, emb in enumerate(embeddings):
+    prefix = "global" if g == 0 else f"shot_{g:02d}"
+    key_e, key_p = EMBEDDING_KEYS[0][g > 0], EMBEDDING_KEYS[1][g > 0]
+    holders[g][key_e] = f"{prefix}_text.npy"
+    np.save(os.path.join(scene_dir, holders[g][key_e]),
+            np.asarray(emb, np.float16))
+    if pooled is not None and pooled[g] is not None:
+      holders[g][key_p] = f"{prefix}_pooled.npy"
+      np.save(os.path.join(scene_dir, holders[g][key_p]),
+              np.asarray(pooled[g], np.float16))
+
+
 def write_scene(src: str, record: dict) -> str:
   """Writes a record as `<src>/<scene_id>/` in the folder format.
 
@@ -273,18 +291,9 @@ def write_scene(src: str, record: dict) -> str:
                   KINDS["pixels" if pixels else "latents"]: name})
   meta = {"global_prompt": record["global_prompt"], "shots": shots}
   if EMBEDDINGS in record:
-    holders = [meta] + shots
     pooled = record.get(POOLED)
-    for g, emb in enumerate(split_embeddings(record)):
-      prefix = "global" if g == 0 else f"shot_{g:02d}"
-      key_e, key_p = EMBEDDING_KEYS[0][g > 0], EMBEDDING_KEYS[1][g > 0]
-      holders[g][key_e] = f"{prefix}_text.npy"
-      np.save(os.path.join(scene_dir, holders[g][key_e]),
-              emb.astype(np.float16))
-      if pooled is not None:
-        holders[g][key_p] = f"{prefix}_pooled.npy"
-        np.save(os.path.join(scene_dir, holders[g][key_p]),
-                np.asarray(pooled[g], np.float16))
+    write_embeddings(scene_dir, meta, split_embeddings(record),
+                     None if pooled is None else list(pooled))
   if record["factors_json"]:
     meta["factors"] = json.loads(record["factors_json"])
   if record["encoding_json"]:
