@@ -7,7 +7,8 @@ the run's sampling settings) and tallies the estimator's shape of every
 generated shot (rows: the prompt's shape; columns: the estimate, or
 unknown), then which shapes the recognised shots were read as. A model
 that draws blobs shows a "circle" column (a large blob passes the circle
-template) and a diagonal at chance.
+template) and a diagonal at chance; the non-circle figure (squares,
+triangles and diamonds drawn as prompted) is 0 for such a model.
 """
 import argparse
 import collections
@@ -23,10 +24,13 @@ def main():
   p.add_argument("--workdir", required=True)
   p.add_argument("--scenes", type=int, default=128)
   p.add_argument("--eta", type=float, default=None)
+  p.add_argument("--step", type=int, default=None,
+                 help="a checkpoint's step (default: the newest)")
   a = p.parse_args()
   config = load.load_config(a.workdir)
   evaluate.check_synthetic_run(config, a.workdir)
-  config, graphdef, params, step = load.load_model(a.workdir, config=config)
+  config, graphdef, params, step = load.load_model(a.workdir, config=config,
+                                                 step=a.step)
   sa = config.sample
   sampler = Sampler(config, graphdef, params, steps=sa.steps, shift=sa.shift,
                     cfg_scale=sa.cfg_scale,
@@ -42,8 +46,15 @@ def main():
   cols = list(synthetic.SHAPES) + ["unknown"]
   shots = sum(table.values())
   right = sum(table[s, s] for s in synthetic.SHAPES)
+  # A model that draws one round blob scores the circle prompts' share on
+  # the first figure and 0 on the second.
+  angular = [s for s in synthetic.SHAPES if s != "circle"]
+  angular_shots = sum(table[s, c] for s in angular for c in cols)
+  angular_right = sum(table[s, s] for s in angular)
   print(f"{a.workdir} step {step}, eta {sampler.eta}: {shots} shots; "
-        f"prompted shape drawn {right / shots:.3f}")
+        f"prompted shape drawn {right / shots:.3f} (chance 0.25); "
+        f"non-circle prompts {angular_right / max(angular_shots, 1):.3f} "
+        f"of {angular_shots}")
   print("| prompted \\ estimated | " + " | ".join(cols) + " |")
   print("|---" * (len(cols) + 1) + "|")
   for s in synthetic.SHAPES:
