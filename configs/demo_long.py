@@ -1,15 +1,18 @@
 """The demo model (`configs/demo.py`) trained about 60 minutes on 2 CPU
 cores instead of 15: the same model, data and two-stage recipe, about 4x
 the steps and a longer EMA horizon. See BENCHMARKS.md ("Demo generation")
-for what each length reaches; those runs predate the demo's
-`optim.b2 = 0.95`, which this config now inherits, and used 0.999, and
-the `sharpen` stage, low-noise share and stochastic sampler of
-2026-12-06 (inherited too; not yet measured at this length).
+for what each length reaches ("Session of 2026-12-06 (third)" measures
+this config as it is now, with the demo's `optim.b2 = 0.95`, `sharpen`
+stage, low-noise share and stochastic sampler: the best scene model so
+far, short of the 80% target).
 
   python train.py --config configs/demo_long.py:text_rope \\
       --workdir runs/demo_long_base                                # ~36 min
+  python train.py --config configs/demo_long.py:sharpen \\
+      --workdir runs/demo_long_sharp \\
+      --config.train.init_from=runs/demo_long_base                 # ~2 min
   python train.py --config configs/demo_long.py --workdir runs/demo_long \\
-      --config.train.init_from=runs/demo_long_base                 # ~18 min
+      --config.train.init_from=runs/demo_long_sharp                # ~18 min
   python -m lct_jax.evaluate --workdir runs/demo_long --scenes 32
   python benchmarks/demo_learning_curve.py --workdir runs/demo_long \\
       --png docs/demo_long_learning_curve.png
