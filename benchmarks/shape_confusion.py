@@ -15,8 +15,6 @@ import collections
 
 from lct_jax import evaluate
 from lct_jax.data import estimators, synthetic
-from lct_jax.sampling import load, media
-from lct_jax.sampling.sampler import Sampler
 
 
 def main():
@@ -27,20 +25,12 @@ def main():
   p.add_argument("--step", type=int, default=None,
                  help="a checkpoint's step (default: the newest)")
   a = p.parse_args()
-  config = load.load_config(a.workdir)
-  evaluate.check_synthetic_run(config, a.workdir)
-  config, graphdef, params, step = load.load_model(a.workdir, config=config,
-                                                 step=a.step)
-  sa = config.sample
-  sampler = Sampler(config, graphdef, params, steps=sa.steps, shift=sa.shift,
-                    cfg_scale=sa.cfg_scale,
-                    eta=sa.eta if a.eta is None else a.eta)
+  config, sampler, step = evaluate.load_sampler(a.workdir, eta=a.eta,
+                                                step=a.step)
   table, recognised = collections.Counter(), collections.Counter()
-  for i, drawn in enumerate(evaluate.held_out_scenes(config, a.scenes)):
-    latents = sampler.joint(evaluate._sampler_scene(config, drawn,  # pylint: disable=protected-access
-                                                    seed=1000 * i))
-    for z, shot in zip(latents, drawn.shots):
-      e = estimators.estimate_shot(media.to_frames(z, len(shot.frames)))
+  for drawn, frames in evaluate.generate_held_out(config, sampler, a.scenes):
+    for f, shot in zip(frames, drawn.shots):
+      e = estimators.estimate_shot(f)
       table[shot.factors["shape"], e.factors["shape"]] += 1
       recognised[e.factors["shape"]] += e.recognised
   cols = list(synthetic.SHAPES) + ["unknown"]

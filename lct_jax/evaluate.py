@@ -71,12 +71,10 @@ def _sampler_scene(config, drawn, seed: int) -> Scene:
   return Scene(*enc(drawn.global_prompt), shots)
 
 
-def evaluate(workdir: str, *, scenes: int = 32, steps=None, guidance=None,
-             shift=None, eta=None, use_ema: bool = True,
-             out: str | None = None,
-             step: int | None = None, log=print) -> dict:
-  """Generates and scores held-out scenes; -> the `score_scenes` table
-  plus the run's step and the seconds it took."""
+def load_sampler(workdir: str, *, steps=None, guidance=None, shift=None,
+                 eta=None, use_ema: bool = True, step: int | None = None):
+  """-> (config, sampler, step) of a synthetic-data run, sampling with the
+  run's settings where an argument is None."""
   config = load.load_config(workdir)
   check_synthetic_run(config, workdir)
   config, graphdef, params, step = load.load_model(
@@ -87,12 +85,31 @@ def evaluate(workdir: str, *, scenes: int = 32, steps=None, guidance=None,
                     shift=shift or sa.shift,
                     cfg_scale=sa.cfg_scale if guidance is None else guidance,
                     eta=sa.eta if eta is None else eta)
+  return config, sampler, step
+
+
+def generate_held_out(config, sampler, count: int):
+  """Yields (held-out scene, its shots' generated frames), jointly sampled,
+  scene i from seed 1000 * i."""
+  for i, drawn in enumerate(held_out_scenes(config, count)):
+    latents = sampler.joint(_sampler_scene(config, drawn, seed=1000 * i))
+    yield drawn, [media.to_frames(z, len(s.frames))
+                  for z, s in zip(latents, drawn.shots)]
+
+
+def evaluate(workdir: str, *, scenes: int = 32, steps=None, guidance=None,
+             shift=None, eta=None, use_ema: bool = True,
+             out: str | None = None,
+             step: int | None = None, log=print) -> dict:
+  """Generates and scores held-out scenes; -> the `score_scenes` table
+  plus the run's step and the seconds it took."""
+  config, sampler, step = load_sampler(workdir, steps=steps,
+                                       guidance=guidance, shift=shift,
+                                       eta=eta, use_ema=use_ema, step=step)
   records, sheets = [], []
   t0 = time.perf_counter()
-  for i, drawn in enumerate(held_out_scenes(config, scenes)):
-    latents = sampler.joint(_sampler_scene(config, drawn, seed=1000 * i))
-    frames = [media.to_frames(z, len(s.frames))
-              for z, s in zip(latents, drawn.shots)]
+  for i, (drawn, frames) in enumerate(generate_held_out(config, sampler,
+                                                        scenes)):
     records.append(dict(
         estimates=[estimators.estimate_shot(f) for f in frames],
         prompts=[s.prompt for s in drawn.shots],
