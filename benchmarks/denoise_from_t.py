@@ -30,8 +30,8 @@ import numpy as np
 from lct_jax import evaluate
 from lct_jax.data import estimators, synthetic, transform
 from lct_jax.sampling import joint as joint_lib
-from lct_jax.sampling import load, media
-from lct_jax.sampling.sampler import Sampler, shot_noise, to_host
+from lct_jax.sampling import media
+from lct_jax.sampling.sampler import shot_noise, to_host
 
 
 def main():
@@ -50,13 +50,10 @@ def main():
                  help="the raw weights instead of the EMA")
   a = p.parse_args()
 
-  config = load.load_config(a.workdir)
-  evaluate.check_synthetic_run(config, a.workdir)
-  config, graphdef, params, step = load.load_model(
-      a.workdir, use_ema=not a.raw, config=config, step=a.step)
-  sampler = Sampler(config, graphdef, params, steps=a.steps,
-                    cfg_scale=(config.sample.cfg_scale if a.guidance is None
-                               else a.guidance))
+  config, sampler, step = evaluate.load_sampler(
+      a.workdir, steps=a.steps, guidance=a.guidance, use_ema=not a.raw,
+      step=a.step)
+  graphdef = sampler.graphdef
   drawn_scenes = evaluate.held_out_scenes(config, a.scenes)
   fn = joint_lib.jitted(graphdef)
   full_ts = np.linspace(1.0, 0.0, a.steps + 1, dtype=np.float32)
