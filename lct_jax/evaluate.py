@@ -154,6 +154,13 @@ def format_table(t: dict) -> str:
         f, t["adherence_chance"].get(f))
     lines.append(f"{f:18s} {f3(cons):>11s} {f3(cons_c):>6s}   "
                  f"{f3(adh):>9s} {f3(adh_c):>6s}   {f3(acc.get(f)):>5s}")
+  for kind, label in (("radius_px", "sprite radius (px)"),
+                      ("motion", "motion")):
+    groups = t.get("recognised_by", {}).get(kind)
+    if groups:
+      lines.append(f"recognised by {label}: " + "  ".join(
+          f"{k} {f3(g['recognised'])} ({g['shots']})"
+          for k, g in groups.items()))
   if "evidence" in t:
     lines.append(f"{'evidence':20s} {'median':>7s} {'threshold':>10s} "
                  f"{'within':>6s}")

@@ -120,6 +120,35 @@ def test_score_scenes_chance_is_the_cross_scene_statistic():
     assert table["global_adherence_chance"][f] < 0.7
 
 
+def test_recognised_by_truth_splits_by_radius_and_motion():
+  """Ground truth is recognised in every group; a model that drew blank
+  frames for every sprite of the smallest radius (3 px) and every moving
+  sprite scores 0 in exactly those groups, and the groups count the shots
+  the generator drew (hand-counted from the truth here)."""
+  shots = [s for sc in scenes(count=40) for s in sc.shots]
+  truth = [s.factors for s in shots]
+  blank = est.estimate_shot(np.zeros((2, 32, 32, 3), np.uint8))
+  is_small = [syn.radius_level(t["size"], t["framing"]) == 0 for t in truth]
+  is_moving = [t["action"] != "still" for t in truth]
+  assert 0 < sum(is_small) < len(shots) and 0 < sum(is_moving) < len(shots)
+  real = [est.estimate_shot(s.frames) for s in shots]
+  by = consistency.recognised_by_truth(real, truth)
+  assert {g["recognised"] for kind in by.values() for g in kind.values()} \
+      == {1.0}
+  assert sum(g["shots"] for g in by["radius_px"].values()) == len(shots)
+  assert by["motion"]["moving"]["shots"] == sum(is_moving)
+  assert by["radius_px"]["3"]["shots"] == sum(is_small)
+
+  broken = [blank if small or moving else e
+            for e, small, moving in zip(real, is_small, is_moving)]
+  by = consistency.recognised_by_truth(broken, truth)
+  assert by["radius_px"]["3"]["recognised"] == 0.0
+  assert by["motion"]["moving"]["recognised"] == 0.0
+  still_not_small = [not s and not m for s, m in zip(is_small, is_moving)]
+  assert by["motion"]["still"]["recognised"] == pytest.approx(
+      sum(still_not_small) / (len(shots) - sum(is_moving)))
+
+
 def test_unknown_never_agrees():
   blank = np.zeros((2, 32, 32, 3), np.uint8)
   score = consistency.score_scene([blank, blank], ["a", "b"])

@@ -223,6 +223,9 @@ def test_evaluate_held_out_scenes(workdir, tmp_path):
   assert "recognised shots: 0.000" in lines[0] and "chance" in lines[0]
   saved = json.loads((tmp_path / "eval" / "eval.json").read_text())
   assert saved["recognised"] == 0.0
+  by_motion = saved["recognised_by"]["motion"]
+  assert sum(g["shots"] for g in by_motion.values()) == table["shots"]
+  assert "recognised by motion:" in lines[0]
   assert (tmp_path / "eval" / "scene_00.png").stat().st_size > 0
   # Held-out: no training pool reaches the held-out seeds.
   seeds = {int(s.scene_id.split("-")[1])

@@ -164,7 +164,8 @@ def score_scenes(scenes: list[dict]) -> dict:
     >= 2 shots) and consistency_chance[f] (pairs of shots from different
     scenes); global_adherence[f] / adherence[f] (over shots) and their
     chance (each shot against every other scene's prompts); accuracy[f]
-    against the truth when given; the number of scenes and shots.
+    against the truth and recognised_by (`recognised_by_truth`) when
+    given; the number of scenes and shots.
   """
   if not scenes:
     raise ValueError("score_scenes needs at least one scene")
@@ -217,4 +218,27 @@ def score_scenes(scenes: list[dict]) -> dict:
     truth = [t for s in scenes for t in s["truth"]]
     result["accuracy"] = {f: _mean([e[f] == t[f] for e, t in zip(flat, truth)])
                           for f in ALL_FACTORS}
+    result["recognised_by"] = recognised_by_truth(
+        [e for s in scenes for e in s["estimates"]], truth)
   return result
+
+
+def recognised_by_truth(estimates: list[ShotEstimate], truth: list) -> dict:
+  """Recognition split by what the generator drew: the sprite's radius (px
+  at size 32; radius_level orders size and framing) and whether it moves.
+  -> {"radius_px": {r: {"recognised", "shots"}}, "motion": {...}}; groups
+  without shots are left out. Says where a model fails (small or moving
+  sprites), which the overall fraction hides."""
+  groups = {"radius_px": {}, "motion": {}}
+  for e, t in zip(estimates, truth):
+    level = syn.radius_level(t["size"], t["framing"])
+    for kind, key in (("radius_px", f"{syn.RADII[level]:g}"),
+                      ("motion", "still" if t["action"] == "still"
+                       else "moving")):
+      groups[kind].setdefault(key, []).append(e.recognised)
+  order = {"radius_px": [f"{r:g}" for r in syn.RADII],
+           "motion": ["still", "moving"]}
+  return {kind: {k: {"recognised": _mean(groups[kind][k]),
+                     "shots": len(groups[kind][k])}
+                 for k in order[kind] if k in groups[kind]}
+          for kind in groups}
