@@ -4,12 +4,16 @@ adherence and cross-shot consistency, each next to its chance level.
   python -m lct_jax.evaluate --workdir runs/demo --scenes 32
   python -m lct_jax.evaluate --workdir runs/demo --scenes 64 --steps 30 \
       --guidance 2 --out out/eval     # + eval.json and contact sheets
+  python -m lct_jax.evaluate --workdir runs/demo --scenes 32 --alone
+                                      # each shot sampled on its own
 
 The scenes are drawn from the synthetic generator at seeds no training run
 reads (HELD_OUT_SEED onwards; runs read data.synthetic_seed +
 [0, data.num_scenes)), keeping those with >= 2 shots (>= 1 for a
 single-shot run), and generated
-jointly from their prompts alone (no condition shots). Scores are those of
+jointly from their prompts alone (no condition shots), or with --alone
+each shot as a one-shot scene of its own with the same prompts and seed:
+the control that shows what the scene context gives. Scores are those of
 `lct_jax.data.consistency.score_scenes`; "chance" is the same statistic
 over shots of different scenes (consistency) or against other scenes'
 prompts (adherence); "truth" is agreement with the factors the held-out
@@ -19,6 +23,7 @@ chance by design; its consistency is what scene context must give).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import time
@@ -88,11 +93,18 @@ def load_sampler(workdir: str, *, steps=None, guidance=None, shift=None,
   return config, sampler, step
 
 
-def generate_held_out(config, sampler, count: int):
-  """Yields (held-out scene, its shots' generated frames), jointly sampled,
-  scene i from seed 1000 * i."""
+def generate_held_out(config, sampler, count: int, *, alone: bool = False):
+  """Yields (held-out scene, its shots' generated frames), scene i from
+  seed 1000 * i: jointly sampled, or with `alone` each shot sampled as a
+  one-shot scene of its own (the same global and shot prompt and seed), so
+  no shot sees another: the control for what scene context gives."""
   for i, drawn in enumerate(held_out_scenes(config, count)):
-    latents = sampler.joint(_sampler_scene(config, drawn, seed=1000 * i))
+    scene = _sampler_scene(config, drawn, seed=1000 * i)
+    if alone:
+      latents = [sampler.joint(dataclasses.replace(scene, shots=[shot]))[0]
+                 for shot in scene.shots]
+    else:
+      latents = sampler.joint(scene)
     yield drawn, [media.to_frames(z, len(s.frames))
                   for z, s in zip(latents, drawn.shots)]
 
@@ -100,7 +112,8 @@ def generate_held_out(config, sampler, count: int):
 def evaluate(workdir: str, *, scenes: int = 32, steps=None, guidance=None,
              shift=None, eta=None, use_ema: bool = True,
              out: str | None = None,
-             step: int | None = None, log=print) -> dict:
+             step: int | None = None, alone: bool = False,
+             log=print) -> dict:
   """Generates and scores held-out scenes; -> the `score_scenes` table
   plus the run's step and the seconds it took."""
   config, sampler, step = load_sampler(workdir, steps=steps,
@@ -109,7 +122,7 @@ def evaluate(workdir: str, *, scenes: int = 32, steps=None, guidance=None,
   records, sheets = [], []
   t0 = time.perf_counter()
   for i, (drawn, frames) in enumerate(generate_held_out(config, sampler,
-                                                        scenes)):
+                                                        scenes, alone=alone)):
     records.append(dict(
         estimates=[estimators.estimate_shot(f) for f in frames],
         prompts=[s.prompt for s in drawn.shots],
@@ -124,7 +137,7 @@ def evaluate(workdir: str, *, scenes: int = 32, steps=None, guidance=None,
       [e for r in records for e in r["estimates"]])
   table.update(step=step, seconds=time.perf_counter() - t0,
                steps=sampler.ts.size - 1, guidance=sampler.cfg_scale,
-               eta=sampler.eta,
+               eta=sampler.eta, generation="alone" if alone else "joint",
                weights="ema" if use_ema else "raw")
   if out:
     os.makedirs(out, exist_ok=True)
@@ -139,8 +152,9 @@ def evaluate(workdir: str, *, scenes: int = 32, steps=None, guidance=None,
 def format_table(t: dict) -> str:
   f3 = lambda x: "  n/a" if x is None or np.isnan(x) else f"{x:5.3f}"
   lines = [f"held-out scenes {t['scenes']} ({t['shots']} shots), step "
-           f"{t.get('step')}, {t.get('steps')} Euler steps, guidance "
-           f"{t.get('guidance')}, eta {t.get('eta')}",
+           f"{t.get('step')}, {t.get('generation', 'joint')} generation, "
+           f"{t.get('steps')} Euler steps, guidance {t.get('guidance')}, "
+           f"eta {t.get('eta')}",
            f"recognised shots: {f3(t['recognised'])} (garbage: <= 0.05; "
            "ground truth: 1.000)",
            f"{'factor':18s} {'consistency':>11s} {'chance':>6s}   "
@@ -183,12 +197,15 @@ def main(argv=None):
   p.add_argument("--raw", action="store_true", help="raw weights, not EMA")
   p.add_argument("--step", type=int, default=None,
                  help="this checkpoint step (default: the newest)")
+  p.add_argument("--alone", action="store_true",
+                 help="sample each shot as a one-shot scene of its own (the"
+                      " control for scene context) instead of jointly")
   p.add_argument("--out", default=None)
   a = p.parse_args(argv)
   try:
     evaluate(a.workdir, scenes=a.scenes, steps=a.steps, guidance=a.guidance,
              shift=a.shift, eta=a.eta, use_ema=not a.raw, out=a.out,
-             step=a.step)
+             step=a.step, alone=a.alone)
   except (ValueError, load.CheckpointError) as e:
     raise SystemExit(f"error: {e}") from None
 

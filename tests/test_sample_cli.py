@@ -4,6 +4,7 @@ The work directory is written in-process (an initial train state saved with
 the training loop's Checkpointer and a config.json, as train.py leaves
 them) so that no training step has to compile here.
 """
+import dataclasses
 import json
 import os
 import pathlib
@@ -231,6 +232,26 @@ def test_evaluate_held_out_scenes(workdir, tmp_path):
   seeds = {int(s.scene_id.split("-")[1])
            for s in evaluate.held_out_scenes(c, 2)}
   assert min(seeds) >= evaluate.HELD_OUT_SEED > c.data.num_scenes
+
+
+def test_evaluate_alone_samples_each_shot_without_the_others(workdir,
+                                                           monkeypatch):
+  """--alone: shot k is what joint sampling gives for the scene cut to that
+  one shot (the same prompts and seed), and differs from shot k sampled
+  jointly with the others (the random model's attention mixes shots)."""
+  from lct_jax import evaluate  # pylint: disable=g-import-not-at-top
+  wd, _, _ = workdir
+  c, sampler, _ = evaluate.load_sampler(str(wd), steps=2, guidance=1.0)
+  drawn = evaluate.held_out_scenes(c, 1)[0]
+  assert len(drawn.shots) >= 2
+  _, alone = next(evaluate.generate_held_out(c, sampler, 1, alone=True))
+  _, joint = next(evaluate.generate_held_out(c, sampler, 1))
+  monkeypatch.setattr(evaluate, "held_out_scenes", lambda *_: [
+      dataclasses.replace(drawn, shots=drawn.shots[:1])])
+  _, cut = next(evaluate.generate_held_out(c, sampler, 1))
+  np.testing.assert_array_equal(alone[0], cut[0])
+  assert len(alone) == len(joint) == len(drawn.shots)
+  assert not np.array_equal(alone[0], joint[0])
 
 
 def test_held_out_scenes_of_a_single_shot_run():
