@@ -81,7 +81,7 @@ def plot(rows: list[dict], path: str, title: str) -> None:
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
   x = [r["minutes"] for r in rows]
-  fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+  fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharex=True)
   for key, label, colour in (("recognised", "recognised", "k"),
                              ("bg", "background colour adherence", "C0"),
                              ("sprite", "sprite colour adherence", "C1")):
@@ -95,14 +95,20 @@ def plot(rows: list[dict], path: str, title: str) -> None:
   for key, label, colour in (("consistency", "mean scene factors", "C2"),
                              ("tint", "lighting tint (in no prompt)", "C3")):
     axes[1].plot(x, [r[key] for r in rows], "o-", color=colour, label=label)
-    axes[1].plot(x, [r[key + "_chance"] for r in rows], ":", color=colour)
+    # chance only where there is a measurement (not for one-shot scenes)
+    axes[1].plot(x, [r[key + "_chance"] if not np.isnan(r[key]) else np.nan
+                     for r in rows], ":", color=colour)
   axes[1].set(xlabel="training minutes (2 CPU cores)", ylim=(0, 1.02),
               title="cross-shot consistency (dotted: chance)")
   axes[1].legend(fontsize=8)
-  for a, b in zip(rows, rows[1:]):     # where one stage hands to the next
-    if a["workdir"] != b["workdir"]:
+  for i, r in enumerate(rows):          # each stage: a line where it starts
+    if i and r["workdir"] != rows[i - 1]["workdir"]:
       for ax in axes:
-        ax.axvline((a["minutes"] + b["minutes"]) / 2, color="grey", lw=0.6)
+        ax.axvline(rows[i - 1]["minutes"], color="grey", lw=0.6)
+    if len({q["workdir"] for q in rows}) > 1 and (
+        not i or r["workdir"] != rows[i - 1]["workdir"]):
+      axes[0].annotate(os.path.basename(r["workdir"]), (r["minutes"], 0.02),
+                       fontsize=7, color="grey")
   fig.suptitle(title, fontsize=9)
   fig.tight_layout()
   fig.savefig(path, dpi=80)

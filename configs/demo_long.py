@@ -14,8 +14,9 @@ far, short of the 80% target).
   python train.py --config configs/demo_long.py --workdir runs/demo_long \\
       --config.train.init_from=runs/demo_long_sharp                # ~18 min
   python -m lct_jax.evaluate --workdir runs/demo_long --scenes 32
-  python benchmarks/demo_learning_curve.py --workdir runs/demo_long \\
-      --png docs/demo_long_learning_curve.png
+  python benchmarks/demo_learning_curve.py --workdir runs/demo_long_base \\
+      --workdir runs/demo_long_sharp --workdir runs/demo_long --every 2 \\
+      --png docs/demo_learning_curve.png          # all three stages
 """
 from configs import demo
 
