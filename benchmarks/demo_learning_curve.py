@@ -31,6 +31,7 @@ import os
 import numpy as np
 
 from lct_jax import evaluate
+from lct_jax.data import consistency
 from lct_jax.data import synthetic as syn
 
 
@@ -58,7 +59,7 @@ def base_minutes(workdir: str) -> float:
 
 
 def row(table: dict, minutes: float, workdir: str) -> dict:
-  mean = lambda d: _nanmean([d[f] for f in syn.SCENE_FACTORS])
+  mean = lambda d: consistency.nanmean([d[f] for f in syn.SCENE_FACTORS])
   ga, gc = table["global_adherence"], table["global_adherence_chance"]
   return dict(
       workdir=workdir, step=table["step"], minutes=minutes,
@@ -69,11 +70,6 @@ def row(table: dict, minutes: float, workdir: str) -> dict:
       consistency_chance=mean(table["consistency_chance"]),
       tint=table["consistency"]["tint"],
       tint_chance=table["consistency_chance"]["tint"])
-
-
-def _nanmean(xs) -> float:
-  xs = [x for x in xs if not np.isnan(x)]
-  return float(np.mean(xs)) if xs else float("nan")
 
 
 def plot(rows: list[dict], path: str, title: str) -> None:
@@ -101,14 +97,14 @@ def plot(rows: list[dict], path: str, title: str) -> None:
   axes[1].set(xlabel="training minutes (2 CPU cores)", ylim=(0, 1.02),
               title="cross-shot consistency (dotted: chance)")
   axes[1].legend(fontsize=8)
-  for i, r in enumerate(rows):          # each stage: a line where it starts
-    if i and r["workdir"] != rows[i - 1]["workdir"]:
+  starts = [i for i, r in enumerate(rows)
+            if not i or r["workdir"] != rows[i - 1]["workdir"]]
+  for i in starts if len(starts) > 1 else []:   # name each stage, and
+    if i:                                       # mark where it takes over
       for ax in axes:
         ax.axvline(rows[i - 1]["minutes"], color="grey", lw=0.6)
-    if len({q["workdir"] for q in rows}) > 1 and (
-        not i or r["workdir"] != rows[i - 1]["workdir"]):
-      axes[0].annotate(os.path.basename(r["workdir"]), (r["minutes"], 0.02),
-                       fontsize=7, color="grey")
+    axes[0].annotate(os.path.basename(rows[i]["workdir"]),
+                     (rows[i]["minutes"], 0.02), fontsize=7, color="grey")
   fig.suptitle(title, fontsize=9)
   fig.tight_layout()
   fig.savefig(path, dpi=80)

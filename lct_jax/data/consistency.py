@@ -110,7 +110,8 @@ def _mean(xs) -> float:
   return float(np.mean(xs)) if len(xs) else float("nan")
 
 
-def _nanmean(values) -> float:
+def nanmean(values) -> float:
+  """Mean over the non-NaN values; NaN (no warning) when there are none."""
   return _mean([v for v in values if not np.isnan(v)])
 
 
@@ -124,7 +125,7 @@ def scene_stats(estimates: list[ShotEstimate], prompts: list[str],
       "recognised": float(np.mean([e.recognised for e in estimates])),
       "consistency": consistency,
       "consistency_chance": {f: PRIOR_CHANCE[f] for f in syn.SCENE_FACTORS},
-      "consistency_mean": _nanmean(consistency.values()),
+      "consistency_mean": nanmean(consistency.values()),
       "consistency_mean_chance": float(np.mean(
           [PRIOR_CHANCE[f] for f in syn.SCENE_FACTORS])),
       "adherence": _hit_rate(factors, asked, syn.SHOT_FACTORS),
@@ -173,7 +174,7 @@ def score_scenes(scenes: list[dict]) -> dict:
   flat = [f for fs in factors for f in fs]
   per_scene = [scene_stats(s["estimates"], s["prompts"], s["global_prompt"])
                for s in scenes]
-  cons = {f: _nanmean([p["consistency"][f] for p in per_scene])
+  cons = {f: nanmean([p["consistency"][f] for p in per_scene])
           for f in syn.SCENE_FACTORS}
   # Cross-scene controls: every shot against other scenes' shots / prompts.
   cross = {f: [] for f in syn.SCENE_FACTORS}
