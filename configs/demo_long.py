@@ -14,6 +14,11 @@ far, short of the 80% target).
   python train.py --config configs/demo_long.py --workdir runs/demo_long \\
       --config.train.init_from=runs/demo_long_sharp                # ~18 min
   python -m lct_jax.evaluate --workdir runs/demo_long --scenes 32
+  # the control of experiments/scene_context.py: the single-shot model
+  # trained on with the scene stage's compute instead of on scenes
+  python train.py --config configs/demo_long.py:single_control \
+      --workdir runs/demo_long_single \
+      --config.train.init_from=runs/demo_long_sharp            # ~38 min
   python benchmarks/demo_learning_curve.py --workdir runs/demo_long_base \\
       --workdir runs/demo_long_sharp --workdir runs/demo_long --every 2 \\
       --png docs/demo_learning_curve.png          # all three stages
@@ -22,13 +27,24 @@ from configs import demo
 
 # Steps per stage (demo.STEPS has the rates): quality grows with single-shot
 # steps far faster per minute than with scene steps, so most time goes there.
-STEPS = {"text_rope": 24000, "sharpen": 1500, "lct": 3600, "causal": 1400}
+STEPS = {"text_rope": 24000, "sharpen": 1500, "lct": 3600, "causal": 1400,
+         "single_control": 16000}
 CHECKPOINT_EVERY = {"text_rope": 4000, "sharpen": 500, "lct": 600,
-                    "causal": 200}
+                    "causal": 200, "single_control": 2000}
+# `single_control` is the scene stage's compute spent on one-shot scenes
+# instead: a 4-shot scene step (336 tokens) costs 4.46x the model FLOPs of
+# a one-shot step (96 tokens; lct_jax/model/flops.py: 774M against 174M
+# per example), so 3600 scene steps buy 16,000 one-shot steps. It keeps
+# the scene stage's optimiser and noise settings (a fifth of the shots at
+# low noise) so that only the shots per example differ.
 
 
 def get_config(stage: str = "lct"):
-  c = demo.get_config(stage)
+  if stage == "single_control":
+    c = demo.get_config("text_rope")          # max_shots = 1
+    c.flow.t_low_fraction = demo.get_config("lct").flow.t_low_fraction
+  else:
+    c = demo.get_config(stage)
   c.train.steps = STEPS[stage]
   c.train.checkpoint_every = CHECKPOINT_EVERY[stage]
   c.train.keep_checkpoints = 0      # keep all: the learning curve reads them

@@ -6,6 +6,8 @@ adherence and cross-shot consistency, each next to its chance level.
       --guidance 2 --out out/eval     # + eval.json and contact sheets
   python -m lct_jax.evaluate --workdir runs/demo --scenes 32 --alone
                                       # each shot sampled on its own
+  python -m lct_jax.evaluate --workdir runs/demo --scenes 32 --seed-set 1
+                                      # other held-out scenes and noise
 
 The scenes are drawn from the synthetic generator at seeds no training run
 reads (HELD_OUT_SEED onwards; runs read data.synthetic_seed +
@@ -35,6 +37,10 @@ from lct_jax.sampling import load, media, outputs
 from lct_jax.sampling.sampler import Sampler, Scene, Shot
 
 HELD_OUT_SEED = 1_000_000_000
+# Held-out set k starts at HELD_OUT_SEED + k * SEED_SET_STRIDE (scene seeds)
+# and samples with noise seeds offset by as much: disjoint sets of scenes
+# and noise, for the spread of a figure over seeds.
+SEED_SET_STRIDE = 1_000_000
 
 
 def check_synthetic_run(config, workdir: str) -> None:
@@ -52,15 +58,20 @@ def check_synthetic_run(config, workdir: str) -> None:
                      "not be held out")
 
 
-def held_out_scenes(config, count: int) -> list:
-  """The first `count` generator scenes from HELD_OUT_SEED with >= 2 shots
-  (>= 1 for a single-shot run: recognition and adherence, no cross-shot
-  consistency), at the run's shot and frame limits."""
+def held_out_scenes(config, count: int, *, seed_set: int = 0,
+                    max_shots: int | None = None) -> list:
+  """The first `count` generator scenes of held-out set `seed_set` (seeds
+  HELD_OUT_SEED + SEED_SET_STRIDE * seed_set onwards) with >= 2 shots (>= 1
+  for a single-shot run: recognition and adherence, no cross-shot
+  consistency), at the run's frame limit and at `max_shots` shots (the
+  run's own by default; a scene run's count lets a single-shot model be
+  judged, shot by shot, on the scene run's scenes)."""
   s = config.scene
-  min_shots = min(2, s.max_shots)
-  scenes, seed = [], HELD_OUT_SEED
+  max_shots = max_shots or s.max_shots
+  min_shots = min(2, max_shots)
+  scenes, seed = [], HELD_OUT_SEED + SEED_SET_STRIDE * seed_set
   while len(scenes) < count:
-    scene = synthetic.generate_scene(seed, max_shots=s.max_shots,
+    scene = synthetic.generate_scene(seed, max_shots=max_shots,
                                      max_frames=s.frames, size=s.height)
     seed += 1
     if len(scene.shots) >= min_shots:
@@ -93,27 +104,48 @@ def load_sampler(workdir: str, *, steps=None, guidance=None, shift=None,
   return config, sampler, step
 
 
-def generate_held_out(config, sampler, count: int, *, alone: bool = False):
-  """Yields (held-out scene, its shots' generated frames), scene i from
-  seed 1000 * i: jointly sampled, or with `alone` each shot sampled as a
-  one-shot scene of its own (the same global and shot prompt and seed), so
-  no shot sees another: the control for what scene context gives."""
-  for i, drawn in enumerate(held_out_scenes(config, count)):
-    scene = _sampler_scene(config, drawn, seed=1000 * i)
+def generate_held_out(config, sampler, count: int, *, alone: bool = False,
+                      seed_set: int = 0, max_shots: int | None = None):
+  """Yields (held-out scene, its shots' generated frames), scene i of set
+  `seed_set` from noise seed SEED_SET_STRIDE * seed_set + 1000 * i:
+  jointly sampled, or with `alone` each shot sampled as a one-shot scene of
+  its own (the same global and shot prompt and seed), so no shot sees
+  another: the control for what scene context gives. `max_shots` as in
+  `held_out_scenes`."""
+  drawn_scenes = held_out_scenes(config, count, seed_set=seed_set,
+                                 max_shots=max_shots)
+  for i, drawn in enumerate(drawn_scenes):
+    scene = _sampler_scene(config, drawn,
+                           seed=SEED_SET_STRIDE * seed_set + 1000 * i)
     if alone:
       latents = [sampler.joint(dataclasses.replace(scene, shots=[shot]))[0]
                  for shot in scene.shots]
     else:
+      if len(scene.shots) > config.scene.max_shots:
+        raise ValueError(
+            f"scenes of {len(scene.shots)} shots cannot be generated jointly "
+            f"by a run of scene.max_shots={config.scene.max_shots}; sample "
+            "them alone")
       latents = sampler.joint(scene)
     yield drawn, [media.to_frames(z, len(s.frames))
                   for z, s in zip(latents, drawn.shots)]
+
+
+def scene_record(drawn, frames) -> dict:
+  """One generated scene as `consistency.score_scenes` reads it: the
+  factors estimated from each generated shot, the prompts it was generated
+  from, and the factors the held-out scene was drawn with."""
+  return dict(estimates=[estimators.estimate_shot(f) for f in frames],
+              prompts=[s.prompt for s in drawn.shots],
+              global_prompt=drawn.global_prompt,
+              truth=[s.factors for s in drawn.shots])
 
 
 def evaluate(workdir: str, *, scenes: int = 32, steps=None, guidance=None,
              shift=None, eta=None, use_ema: bool = True,
              out: str | None = None,
              step: int | None = None, alone: bool = False,
-             log=print) -> dict:
+             seed_set: int = 0, log=print) -> dict:
   """Generates and scores held-out scenes; -> the `score_scenes` table
   plus the run's step and the seconds it took."""
   config, sampler, step = load_sampler(workdir, steps=steps,
@@ -121,13 +153,9 @@ def evaluate(workdir: str, *, scenes: int = 32, steps=None, guidance=None,
                                        eta=eta, use_ema=use_ema, step=step)
   records, sheets = [], []
   t0 = time.perf_counter()
-  for i, (drawn, frames) in enumerate(generate_held_out(config, sampler,
-                                                        scenes, alone=alone)):
-    records.append(dict(
-        estimates=[estimators.estimate_shot(f) for f in frames],
-        prompts=[s.prompt for s in drawn.shots],
-        global_prompt=drawn.global_prompt,
-        truth=[s.factors for s in drawn.shots]))
+  for i, (drawn, frames) in enumerate(generate_held_out(
+      config, sampler, scenes, alone=alone, seed_set=seed_set)):
+    records.append(scene_record(drawn, frames))
     if out and i < 8:       # generated rows, then the held-out truth's
       sheets.append(media.contact_sheet(
           [media.enlarge(f, 64) for f in frames]
@@ -138,6 +166,7 @@ def evaluate(workdir: str, *, scenes: int = 32, steps=None, guidance=None,
   table.update(step=step, seconds=time.perf_counter() - t0,
                steps=sampler.ts.size - 1, guidance=sampler.cfg_scale,
                eta=sampler.eta, generation="alone" if alone else "joint",
+               seed_set=seed_set,
                weights="ema" if use_ema else "raw")
   if out:
     os.makedirs(out, exist_ok=True)
@@ -154,7 +183,7 @@ def format_table(t: dict) -> str:
   lines = [f"held-out scenes {t['scenes']} ({t['shots']} shots), step "
            f"{t.get('step')}, {t.get('generation', 'joint')} generation, "
            f"{t.get('steps')} Euler steps, guidance {t.get('guidance')}, "
-           f"eta {t.get('eta')}",
+           f"eta {t.get('eta')}, seed set {t.get('seed_set', 0)}",
            f"recognised shots: {f3(t['recognised'])} (garbage: <= 0.05; "
            "ground truth: 1.000)",
            f"{'factor':18s} {'consistency':>11s} {'chance':>6s}   "
@@ -200,12 +229,18 @@ def main(argv=None):
   p.add_argument("--alone", action="store_true",
                  help="sample each shot as a one-shot scene of its own (the"
                       " control for scene context) instead of jointly")
+  p.add_argument("--seed-set", type=int, default=0,
+                 help="which disjoint set of held-out scenes and noise "
+                      "seeds (0, 1, ...): the spread over sets is the "
+                      "sampling error of a figure")
   p.add_argument("--out", default=None)
   a = p.parse_args(argv)
+  if a.seed_set < 0:
+    raise SystemExit(f"error: --seed-set must be >= 0, got {a.seed_set}")
   try:
     evaluate(a.workdir, scenes=a.scenes, steps=a.steps, guidance=a.guidance,
              shift=a.shift, eta=a.eta, use_ema=not a.raw, out=a.out,
-             step=a.step, alone=a.alone)
+             step=a.step, alone=a.alone, seed_set=a.seed_set)
   except (ValueError, load.CheckpointError) as e:
     raise SystemExit(f"error: {e}") from None
 

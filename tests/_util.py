@@ -52,6 +52,25 @@ def three_shot_scene(c, seed: int = 0):
   return Scene(text(3), 3, shots)
 
 
+def write_workdir(wd, config):
+  """A train.py work directory without training: the config's initial
+  train state saved by the training loop's Checkpointer, and config.json.
+  Returns the state."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from lct_jax.parallel import make_mesh  # pylint: disable=g-import-not-at-top
+  from lct_jax.training import placement  # pylint: disable=g-import-not-at-top
+  from lct_jax.training.checkpoint import Checkpointer  # pylint: disable=g-import-not-at-top
+  mesh = make_mesh(dict(data=1, fsdp=1, context=1, tensor=1),
+                   jax.devices()[:1])
+  state = placement.init_state(config, mesh)
+  ckpt = Checkpointer(str(wd), async_save=False)
+  ckpt.save(state, {}, jax.random.key(0), config)
+  ckpt.wait()
+  ckpt.close()
+  (wd / "config.json").write_text(config.to_json_best_effort(indent=1))
+  return state
+
+
 def parity_modules(*names):
   """The `parity` extra's modules (torch, diffusers, transformers): skipped
   where the extra is not installed, except in CI (.ci/run sets

@@ -30,6 +30,7 @@ LAYERS = {
     "lct_jax.aot": 7,
     "lct_jax.convert": 7,
     "lct_jax.stages": 7,
+    "lct_jax.experiments": 8,
 }
 # Lazy project imports that are deliberate, each for an optional or slow
 # dependency (the comment at the import says which).

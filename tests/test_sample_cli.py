@@ -16,10 +16,9 @@ import numpy as np
 import pytest
 
 from lct_jax import configlib
-from lct_jax.parallel import make_mesh
 from lct_jax.sampling import load, scene_file
-from lct_jax.training import placement
-from lct_jax.training.checkpoint import CheckpointError, Checkpointer
+from lct_jax.training.checkpoint import CheckpointError
+from tests._util import write_workdir
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 CONFIG = str(ROOT / "tests" / "configs" / "tiny_run.py")
@@ -30,15 +29,7 @@ PROMPT = "Character 1 is a large red circle on a checkered teal background."
 def workdir(tmp_path_factory):
   wd = tmp_path_factory.mktemp("run")
   c = configlib.load(CONFIG)
-  mesh = make_mesh(dict(data=1, fsdp=1, context=1, tensor=1),
-                   jax.devices()[:1])
-  state = placement.init_state(c, mesh)
-  ckpt = Checkpointer(str(wd), async_save=False)
-  ckpt.save(state, {}, jax.random.key(0), c)
-  ckpt.wait()
-  ckpt.close()
-  (wd / "config.json").write_text(c.to_json_best_effort(indent=1))
-  return wd, c, state
+  return wd, c, write_workdir(wd, c)
 
 
 def write_scene(path, **spec):
@@ -246,7 +237,7 @@ def test_evaluate_alone_samples_each_shot_without_the_others(workdir,
   assert len(drawn.shots) >= 2
   _, alone = next(evaluate.generate_held_out(c, sampler, 1, alone=True))
   _, joint = next(evaluate.generate_held_out(c, sampler, 1))
-  monkeypatch.setattr(evaluate, "held_out_scenes", lambda *_: [
+  monkeypatch.setattr(evaluate, "held_out_scenes", lambda *_, **__: [
       dataclasses.replace(drawn, shots=drawn.shots[:1])])
   _, cut = next(evaluate.generate_held_out(c, sampler, 1))
   np.testing.assert_array_equal(alone[0], cut[0])
