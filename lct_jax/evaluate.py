@@ -131,6 +131,14 @@ def generate_held_out(config, sampler, count: int, *, alone: bool = False,
                   for z, s in zip(latents, drawn.shots)]
 
 
+def scene_sheet(drawn, frames) -> np.ndarray:
+  """A contact sheet: the generated shots' rows, then the held-out truth's,
+  each frame enlarged to 64 px."""
+  return media.contact_sheet([media.enlarge(f, 64) for f in frames]
+                             + [media.enlarge(s.frames, 64)
+                                for s in drawn.shots])
+
+
 def scene_record(drawn, frames) -> dict:
   """One generated scene as `consistency.score_scenes` reads it: the
   factors estimated from each generated shot, the prompts it was generated
@@ -156,10 +164,8 @@ def evaluate(workdir: str, *, scenes: int = 32, steps=None, guidance=None,
   for i, (drawn, frames) in enumerate(generate_held_out(
       config, sampler, scenes, alone=alone, seed_set=seed_set)):
     records.append(scene_record(drawn, frames))
-    if out and i < 8:       # generated rows, then the held-out truth's
-      sheets.append(media.contact_sheet(
-          [media.enlarge(f, 64) for f in frames]
-          + [media.enlarge(s.frames, 64) for s in drawn.shots]))
+    if out and i < 8:
+      sheets.append(scene_sheet(drawn, frames))
   table = consistency.score_scenes(records)
   table["evidence"] = estimators.evidence_summary(
       [e for r in records for e in r["estimates"]])

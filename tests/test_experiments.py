@@ -107,7 +107,7 @@ def test_rows_and_spread_against_the_generators_truth(runs, tmp_path,
     assert abs(tint - chance) < 0.15, (row, tint, chance)
     per_seed = [t["consistency"]["tint"] for t in result["per_seed"][row]]
     assert s["consistency/tint"] == pytest.approx(
-        (np.mean(per_seed), np.std(per_seed)))
+        (np.mean(per_seed), np.std(per_seed, ddof=1)))
   assert joint["recognised"][0] == 1.0
   assert "tint (no prompt)" in lines[-1] and "(0." in lines[-1]
 
@@ -119,7 +119,8 @@ def test_end_to_end_writes_table_json_and_plot(runs, tmp_path, monkeypatch):
   lct, single = runs
   monkeypatch.setattr(scene_context, "MIN_SCENES", 2)
   args = ["--lct", lct, "--single", single, "--scenes", "2", "--seeds", "2",
-          "--steps", "1", "--json", str(tmp_path / "r.json")]
+          "--steps", "1", "--json", str(tmp_path / "r.json"),
+          "--out", str(tmp_path / "sheets")]
   plots = importlib.util.find_spec("matplotlib") is not None
   if plots:
     args += ["--png", str(tmp_path / "r.png")]
@@ -129,5 +130,8 @@ def test_end_to_end_writes_table_json_and_plot(runs, tmp_path, monkeypatch):
   for row in saved["rows"].values():
     assert row["recognised"][0] == 0.0
   assert saved["scenes"] == 2 and len(saved["per_seed"]["single"]) == 2
+  assert sorted(p.name for p in (tmp_path / "sheets").iterdir()) == [
+      f"{r}_scene_{i}.png" for r in ("alone", "joint", "single")
+      for i in range(2)]
   if plots:
     assert (tmp_path / "r.png").stat().st_size > 0

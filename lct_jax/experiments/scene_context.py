@@ -3,7 +3,8 @@ Fig. 5), measured exactly on synthetic scenes.
 
   python -m lct_jax.experiments.scene_context --lct runs/demo_long \
       --single runs/demo_long_single --scenes 32 --seeds 3 \
-      --png docs/scene_context.png --json docs/scene_context.json
+      --png docs/scene_context.png --json docs/scene_context.json \
+      --out out/scene_context               # + contact sheets
 
 Three rows, on the same held-out scenes of the LCT run's shot count, from
 the same prompts and noise seeds:
@@ -39,13 +40,14 @@ import numpy as np
 from lct_jax import evaluate
 from lct_jax.data import consistency
 from lct_jax.data import synthetic as syn
-from lct_jax.sampling import load, outputs
+from lct_jax.sampling import load, media, outputs
 
 MIN_SCENES = 32                    # per cell (the issue's minimum)
 ROWS = ("joint", "alone", "single")
 ROW_LABELS = {"joint": "LCT, joint", "alone": "LCT, each shot alone",
               "single": "single-shot model (same compute)"}
 ADHERENCE = ("background_color", "sprite_color")
+SHEETS = 3                         # contact sheets per row (--out)
 
 
 def check_runs(lct_config, single_config) -> None:
@@ -86,19 +88,25 @@ def check_counts(scenes: int, seeds: int) -> None:
 
 
 def score_row(config, sampler, scenes: int, seed_set: int, *, alone: bool,
-              max_shots: int) -> dict:
-  records = [evaluate.scene_record(drawn, frames)
-             for drawn, frames in evaluate.generate_held_out(
-                 config, sampler, scenes, alone=alone, seed_set=seed_set,
-                 max_shots=max_shots)]
+              max_shots: int, sheets: list | None = None) -> dict:
+  """`score_scenes` of one row on one seed set; appends the first
+  SHEETS scenes' contact sheets to `sheets` when given."""
+  records = []
+  for i, (drawn, frames) in enumerate(evaluate.generate_held_out(
+      config, sampler, scenes, alone=alone, seed_set=seed_set,
+      max_shots=max_shots)):
+    records.append(evaluate.scene_record(drawn, frames))
+    if sheets is not None and i < SHEETS:
+      sheets.append(evaluate.scene_sheet(drawn, frames))
   return consistency.score_scenes(records)
 
 
 def summarise(tables: list[dict]) -> dict:
-  """Per-seed `score_scenes` tables of one row -> {figure: (mean, std)}."""
+  """Per-seed `score_scenes` tables of one row -> {figure: (mean, std)},
+  the sample standard deviation over seed sets (ddof 1)."""
   def stat(values):
     v = np.asarray(values, float)
-    return float(np.nanmean(v)), float(np.nanstd(v))
+    return float(np.nanmean(v)), float(np.nanstd(v, ddof=1))
   out = {"recognised": stat([t["recognised"] for t in tables])}
   for f in syn.SCENE_FACTORS:
     out[f"consistency/{f}"] = stat([t["consistency"][f] for t in tables])
@@ -111,8 +119,10 @@ def summarise(tables: list[dict]) -> dict:
 
 
 def run(lct: str, single: str, *, scenes: int = MIN_SCENES, seeds: int = 3,
-        steps=None, log=print) -> dict:
-  """-> {"rows": {row: summary}, "per_seed": {row: [tables]}, ...}."""
+        steps=None, out: str | None = None, log=print) -> dict:
+  """-> {"rows": {row: summary}, "per_seed": {row: [tables]}, ...}; with
+  `out`, the first scenes of seed set 0 as contact sheets
+  (out/{row}_scene_{i}.png: generated rows above the held-out truth)."""
   check_counts(scenes, seeds)
   lct_config = _load_config("--lct", lct)
   single_config = _load_config("--single", single)
@@ -124,15 +134,17 @@ def run(lct: str, single: str, *, scenes: int = MIN_SCENES, seeds: int = 3,
   single_config, single_sampler, single_step = evaluate.load_sampler(
       single, steps=steps)
   shots = lct_config.scene.max_shots
+  models = {"joint": (lct_config, lct_sampler, False),
+            "alone": (lct_config, lct_sampler, True),
+            "single": (single_config, single_sampler, True)}
   per_seed = {r: [] for r in ROWS}
+  sheets = {r: [] for r in ROWS}
   for seed_set in range(seeds):
-    per_seed["joint"].append(score_row(lct_config, lct_sampler, scenes,
-                                       seed_set, alone=False, max_shots=shots))
-    per_seed["alone"].append(score_row(lct_config, lct_sampler, scenes,
-                                       seed_set, alone=True, max_shots=shots))
-    per_seed["single"].append(score_row(single_config, single_sampler, scenes,
-                                        seed_set, alone=True,
-                                        max_shots=shots))
+    for r in ROWS:
+      config, sampler, alone = models[r]
+      per_seed[r].append(score_row(
+          config, sampler, scenes, seed_set, alone=alone, max_shots=shots,
+          sheets=sheets[r] if out and seed_set == 0 else None))
     log(f"seed set {seed_set}: tint consistency " + ", ".join(
         f"{r} {per_seed[r][-1]['consistency']['tint']:.3f}" for r in ROWS))
   result = dict(
@@ -143,6 +155,11 @@ def run(lct: str, single: str, *, scenes: int = MIN_SCENES, seeds: int = 3,
       sampler=dict(steps=lct_sampler.ts.size - 1,
                    guidance=lct_sampler.cfg_scale, eta=lct_sampler.eta),
       seconds=time.perf_counter() - t0)
+  if out:
+    os.makedirs(out, exist_ok=True)
+    for r in ROWS:
+      for i, sheet in enumerate(sheets[r]):
+        media.write_png(os.path.join(out, f"{r}_scene_{i}.png"), sheet)
   log(format_table(result))
   return result
 
@@ -215,10 +232,12 @@ def main(argv=None):
                  help="sampler steps (default: the runs' own)")
   p.add_argument("--png", default=None)
   p.add_argument("--json", default=None)
+  p.add_argument("--out", default=None,
+                 help="folder for contact sheets of the first scenes")
   a = p.parse_args(argv)
   try:
     result = run(a.lct, a.single, scenes=a.scenes, seeds=a.seeds,
-                 steps=a.steps)
+                 steps=a.steps, out=a.out)
   except (ValueError, load.CheckpointError) as e:
     raise SystemExit(f"error: {e}") from None
   if a.json:
