@@ -211,11 +211,11 @@ def plot(result: dict, path: str) -> None:
               linewidth=1.5, label="chance" if i == 0 else None)
   ax.set_xticks(x, [f + "\n(no prompt)" if f == "tint" else f
                     for f in factors])
-  ax.set_ylim(0, 1.05)
+  ax.set_ylim(0, 1.3)                # room for the legend above the bars
   ax.set_ylabel("cross-shot consistency")
   ax.set_title(f"Scene context: {result['scenes']} held-out scenes x "
                f"{result['seeds']} seed sets (mean, std over sets)")
-  ax.legend(fontsize=8, loc="upper right")
+  ax.legend(fontsize=8, loc="upper center", ncol=4)
   fig.tight_layout()
   fig.savefig(path, dpi=100)
   plt.close(fig)
