@@ -14,10 +14,10 @@ far, short of the 80% target).
   python train.py --config configs/demo_long.py --workdir runs/demo_long \\
       --config.train.init_from=runs/demo_long_sharp                # ~18 min
   python -m lct_jax.evaluate --workdir runs/demo_long --scenes 32
-  # the control of experiments/scene_context.py: the single-shot model
-  # trained on with the scene stage's compute instead of on scenes
-  python train.py --config configs/demo_long.py:single_control \
-      --workdir runs/demo_long_single \
+  # the control of lct_jax/experiments/scene_context.py: the single-shot
+  # model trained on with the scene stage's compute, not on scenes
+  python train.py --config configs/demo_long.py:single_control \\
+      --workdir runs/demo_long_single \\
       --config.train.init_from=runs/demo_long_sharp            # ~38 min
   python benchmarks/demo_learning_curve.py --workdir runs/demo_long_base \\
       --workdir runs/demo_long_sharp --workdir runs/demo_long --every 2 \\
