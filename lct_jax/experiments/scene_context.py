@@ -48,6 +48,8 @@ ROW_LABELS = {"joint": "LCT, joint", "alone": "LCT, each shot alone",
               "single": "single-shot model (same compute)"}
 ADHERENCE = ("background_color", "sprite_color")
 SHEETS = 3                         # contact sheets per row (--out)
+# The tint first: the headline, since no prompt names it.
+FACTORS = ("tint",) + tuple(f for f in syn.SCENE_FACTORS if f != "tint")
 
 
 def check_runs(lct_config, single_config) -> None:
@@ -183,7 +185,7 @@ def format_table(result: dict) -> str:
       cells.append(f"{cell:>{width}s}")
     return f"{label:22s}" + "".join(cells)
   lines.append(line("recognised", "recognised"))
-  for f in ("tint",) + tuple(f for f in syn.SCENE_FACTORS if f != "tint"):
+  for f in FACTORS:
     lines.append(line(f + (" (no prompt)" if f == "tint" else ""),
                       f"consistency/{f}", f"chance/{f}"))
   for f in ADHERENCE:
@@ -196,7 +198,7 @@ def plot(result: dict, path: str) -> None:
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  factors = ("tint",) + tuple(f for f in syn.SCENE_FACTORS if f != "tint")
+  factors = FACTORS
   x = np.arange(len(factors))
   bar = 0.27
   fig, ax = plt.subplots(figsize=(8, 3.6))
