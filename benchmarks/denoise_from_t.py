@@ -74,7 +74,7 @@ def main():
   level_pair = np.asarray(levels) // 2
   def denoise(drawn, i, t0, ts):
     """Estimates of the scene's shots denoised from its truth at t0."""
-    scene = evaluate._sampler_scene(config, drawn, seed=1000 * i)  # pylint: disable=protected-access
+    scene = evaluate._drawn_scene(config, drawn, seed=1000 * i)  # pylint: disable=protected-access
     n = len(scene.shots)
     batch = sampler._scene_batch(scene, scene.shots, [None] * n)  # pylint: disable=protected-access
     N = sampler.geom.max_shots

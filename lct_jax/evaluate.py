@@ -35,6 +35,7 @@ import numpy as np
 from lct_jax.data import consistency, estimators, synthetic, vocab
 from lct_jax.sampling import load, media, outputs
 from lct_jax.sampling.sampler import Sampler, Scene, Shot
+from lct_jax.training.state import abstract_model
 
 HELD_OUT_SEED = 1_000_000_000
 # Held-out set k starts at HELD_OUT_SEED + k * SEED_SET_STRIDE (scene seeds)
@@ -59,16 +60,21 @@ def check_synthetic_run(config, workdir: str) -> None:
 
 
 def held_out_scenes(config, count: int, *, seed_set: int = 0,
-                    max_shots: int | None = None) -> list:
+                    max_shots: int | None = None,
+                    min_shots: int | None = None) -> list:
   """The first `count` generator scenes of held-out set `seed_set` (seeds
-  HELD_OUT_SEED + SEED_SET_STRIDE * seed_set onwards) with >= 2 shots (>= 1
-  for a single-shot run: recognition and adherence, no cross-shot
-  consistency), at the run's frame limit and at `max_shots` shots (the
-  run's own by default; a scene run's count lets a single-shot model be
-  judged, shot by shot, on the scene run's scenes)."""
+  HELD_OUT_SEED + SEED_SET_STRIDE * seed_set onwards) with >= `min_shots`
+  shots (default 2; 1 for a single-shot run: recognition and adherence,
+  no cross-shot consistency), at the run's frame limit and at `max_shots`
+  shots (the run's own by default; a scene run's count lets a single-shot
+  model be judged, shot by shot, on the scene run's scenes; more than the
+  run's window, for auto-regressive generation with a history window)."""
   s = config.scene
   max_shots = max_shots or s.max_shots
-  min_shots = min(2, max_shots)
+  min_shots = min_shots or min(2, max_shots)
+  if not 1 <= min_shots <= max_shots:
+    raise ValueError(f"min_shots={min_shots} must be in [1, max_shots="
+                     f"{max_shots}]")
   scenes, seed = [], HELD_OUT_SEED + SEED_SET_STRIDE * seed_set
   while len(scenes) < count:
     scene = synthetic.generate_scene(seed, max_shots=max_shots,
@@ -79,54 +85,102 @@ def held_out_scenes(config, count: int, *, seed_set: int = 0,
   return scenes
 
 
-def _sampler_scene(config, drawn, seed: int) -> Scene:
+def sampler_scene(config, global_prompt: str, prompts: list[str],
+                  num_frames: list[int], seed: int) -> Scene:
+  """A sampler Scene from prompts in the demo vocabulary (an unknown word is
+  an error naming it); shot k draws noise seed `seed + k`."""
   L = config.scene.max_text_len
   enc = lambda p: vocab.encode(p, L, truncate=False, allow_unknown=False)
-  shots = [Shot(*enc(s.prompt), num_frames=len(s.frames), seed=seed + k)
-           for k, s in enumerate(drawn.shots)]
-  return Scene(*enc(drawn.global_prompt), shots)
+  shots = [Shot(*enc(p), num_frames=n, seed=seed + k)
+           for k, (p, n) in enumerate(zip(prompts, num_frames))]
+  return Scene(*enc(global_prompt), shots)
+
+
+def _drawn_scene(config, drawn, seed: int) -> Scene:
+  """A held-out scene's prompts and shot lengths as a sampler Scene."""
+  return sampler_scene(config, drawn.global_prompt,
+                       [s.prompt for s in drawn.shots],
+                       [len(s.frames) for s in drawn.shots], seed)
 
 
 def load_sampler(workdir: str, *, steps=None, guidance=None, shift=None,
-                 eta=None, use_ema: bool = True, step: int | None = None):
+                 eta=None, t_c=None, use_ema: bool = True,
+                 step: int | None = None, capacity: int | None = None,
+                 weights_from: str | None = None):
   """-> (config, sampler, step) of a synthetic-data run, sampling with the
-  run's settings where an argument is None."""
+  run's settings where an argument is None (`capacity`: KV cache slots,
+  default the run's window). With `weights_from`, the parameters are that
+  run's (the same shapes: LCT adds none), run under this run's config and
+  step 0 is returned: a fine-tune before its first update, e.g. LCT
+  weights under the context-causal mask."""
   config = load.load_config(workdir)
   check_synthetic_run(config, workdir)
-  config, graphdef, params, step = load.load_model(
-      workdir, use_ema=use_ema, config=config, step=step)
+  if weights_from is None:
+    config, graphdef, params, step = load.load_model(
+        workdir, use_ema=use_ema, config=config, step=step)
+  else:
+    _, _, params, _ = load.load_model(weights_from, use_ema=use_ema,
+                                      step=step)
+    graphdef, step = abstract_model(config)[0], 0
   sa = config.sample
   sampler = Sampler(config, graphdef, params,
                     steps=steps or sa.steps,
                     shift=shift or sa.shift,
                     cfg_scale=sa.cfg_scale if guidance is None else guidance,
-                    eta=sa.eta if eta is None else eta)
+                    eta=sa.eta if eta is None else eta,
+                    t_c=sa.t_c if t_c is None else t_c, capacity=capacity)
   return config, sampler, step
 
 
-def generate_held_out(config, sampler, count: int, *, alone: bool = False,
-                      seed_set: int = 0, max_shots: int | None = None):
+MODES = ("joint", "alone", "causal", "bidirectional_ar")
+
+
+def history_pools(num_shots: int, window: int | None = None) -> list[tuple]:
+  """Each shot's history in shot-by-shot generation: the `window` shots
+  before it (all earlier shots when None)."""
+  return [tuple(range(0 if window is None else max(0, k - window), k))
+          for k in range(num_shots)]
+
+
+def generate_held_out(config, sampler, count: int, *, mode: str = "joint",
+                      seed_set: int = 0, max_shots: int | None = None,
+                      min_shots: int | None = None,
+                      window: int | None = None):
   """Yields (held-out scene, its shots' generated frames), scene i of set
-  `seed_set` from noise seed SEED_SET_STRIDE * seed_set + 1000 * i:
-  jointly sampled, or with `alone` each shot sampled as a one-shot scene of
-  its own (the same global and shot prompt and seed), so no shot sees
-  another: the control for what scene context gives. `max_shots` as in
-  `held_out_scenes`."""
+  `seed_set` from noise seed SEED_SET_STRIDE * seed_set + 1000 * i, shot k
+  from that + k, generated by `mode`:
+    joint             all shots together (`Sampler.joint`);
+    alone             each shot as a one-shot scene of its own (the same
+                      global and shot prompt and seed), so no shot sees
+                      another: the control for what scene context gives;
+    causal            shot after shot against the KV cache
+                      (`Sampler.causal`; a context-causal run);
+    bidirectional_ar  shot after shot, the history re-run as conditions
+                      (`Sampler.bidirectional_ar`).
+  In the last two, shot k's history is `history_pools(n, window)[k]`.
+  `max_shots` and `min_shots` as in `held_out_scenes`."""
+  if mode not in MODES:
+    raise ValueError(f"mode={mode!r}: one of {MODES}")
   drawn_scenes = held_out_scenes(config, count, seed_set=seed_set,
-                                 max_shots=max_shots)
+                                 max_shots=max_shots, min_shots=min_shots)
   for i, drawn in enumerate(drawn_scenes):
-    scene = _sampler_scene(config, drawn,
+    scene = _drawn_scene(config, drawn,
                            seed=SEED_SET_STRIDE * seed_set + 1000 * i)
-    if alone:
+    if mode == "alone":
       latents = [sampler.joint(dataclasses.replace(scene, shots=[shot]))[0]
                  for shot in scene.shots]
-    else:
+    elif mode == "joint":
       if len(scene.shots) > config.scene.max_shots:
         raise ValueError(
             f"scenes of {len(scene.shots)} shots cannot be generated jointly "
             f"by a run of scene.max_shots={config.scene.max_shots}; sample "
             "them alone")
       latents = sampler.joint(scene)
+    else:
+      pools = history_pools(len(scene.shots), window)
+      scene.shots = [dataclasses.replace(s, history=p)
+                     for s, p in zip(scene.shots, pools)]
+      latents = getattr(sampler, mode)(scene)
     yield drawn, [media.to_frames(z, len(s.frames))
                   for z, s in zip(latents, drawn.shots)]
 
@@ -162,7 +216,8 @@ def evaluate(workdir: str, *, scenes: int = 32, steps=None, guidance=None,
   records, sheets = [], []
   t0 = time.perf_counter()
   for i, (drawn, frames) in enumerate(generate_held_out(
-      config, sampler, scenes, alone=alone, seed_set=seed_set)):
+      config, sampler, scenes, mode="alone" if alone else "joint",
+      seed_set=seed_set)):
     records.append(scene_record(drawn, frames))
     if out and i < 8:
       sheets.append(scene_sheet(drawn, frames))

@@ -285,3 +285,28 @@ def test_the_jitted_sampler_refuses_another_models_cache_before_tracing(
     other.encode_cached(cache, 0, [], shot,
                         np.zeros(other.shot_shape, np.float32))
   assert traced == [False, False]
+
+
+def test_a_rollout_longer_than_the_window(setup):
+  """More shots than the model's window (experiment 3's rollouts): one cache
+  slot per shot, each shot conditioned on the window before it. Slots
+  outside a shot's pool are absent from its layout, so a larger cache
+  changes nothing for the shots that fit the default one, and the default
+  cache refuses the long scene by name."""
+  from lct_jax.evaluate import history_pools  # pylint: disable=g-import-not-at-top
+  c, sampler, scene = setup
+  window = c.scene.max_shots - 1
+  shots = scene.shots + [Shot(s.text, s.text_len, s.num_frames,
+                              seed=20 + i) for i, s in enumerate(scene.shots)]
+  shots = [Shot(s.text, s.text_len, s.num_frames, seed=s.seed, history=p)
+           for s, p in zip(shots, history_pools(len(shots), window))]
+  long = Scene(scene.text, scene.text_len, shots)
+  big = Sampler(c, sampler.graphdef, sampler.params, steps=3, shift=2.0,
+                cfg_scale=2.5, t_c=0.3, capacity=len(shots) - 1)
+  rolled = big.causal(long)
+  short = sampler.causal(Scene(scene.text, scene.text_len, shots[:3]))
+  assert max(rel_err(a, b) for a, b in zip(rolled[:3], short)) <= 1e-5
+  assert all(np.isfinite(z).all() for z in rolled)
+  with pytest.raises(ValueError, match="6 shots need 5 cache slots, but the "
+                                       "cache holds 2"):
+    sampler.causal(long)

@@ -235,7 +235,7 @@ def test_evaluate_alone_samples_each_shot_without_the_others(workdir,
   c, sampler, _ = evaluate.load_sampler(str(wd), steps=2, guidance=1.0)
   drawn = evaluate.held_out_scenes(c, 1)[0]
   assert len(drawn.shots) >= 2
-  _, alone = next(evaluate.generate_held_out(c, sampler, 1, alone=True))
+  _, alone = next(evaluate.generate_held_out(c, sampler, 1, mode="alone"))
   _, joint = next(evaluate.generate_held_out(c, sampler, 1))
   monkeypatch.setattr(evaluate, "held_out_scenes", lambda *_, **__: [
       dataclasses.replace(drawn, shots=drawn.shots[:1])])

@@ -92,6 +92,9 @@ EVIDENCE_BOUNDS = {
 class ShotEstimate:
   factors: dict         # ALL_FACTORS -> name or UNKNOWN
   evidence: dict        # what each decision rests on (floats; NaN: absent)
+  # The sprite's mask centroid (y, x) per frame, where its shape matched a
+  # template (else None): where the sprite is, for track continuation.
+  centroids_Fx2: np.ndarray | None = None
 
   @property
   def recognised(self) -> bool:
@@ -333,7 +336,7 @@ def estimate_shot(frames_FxHxWx3, thresholds: Thresholds = DEFAULT_THRESHOLDS
   evidence["track_error"] = track_error
   if track_error <= th.max_track_error:
     factors["action"] = action
-  return ShotEstimate(factors, evidence)
+  return ShotEstimate(factors, evidence, centroids)
 
 
 def evidence_summary(estimates, thresholds: Thresholds = DEFAULT_THRESHOLDS

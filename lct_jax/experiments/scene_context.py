@@ -25,14 +25,11 @@ prompt's background and sprite colour adherence.
 
 Inputs are checked before any sampling: `--lct` must be a scene-stage run,
 `--single` a single-shot run of the same geometry, `--scenes` at least
-MIN_SCENES, `--seeds` at least 2. The PNG needs matplotlib
+32, `--seeds` at least 2 (`common`). The PNG needs matplotlib
 (`pip install -e ".[bench]"`).
 """
 from __future__ import annotations
 
-import argparse
-import json
-import os
 import time
 
 import numpy as np
@@ -40,9 +37,8 @@ import numpy as np
 from lct_jax import evaluate
 from lct_jax.data import consistency
 from lct_jax.data import synthetic as syn
-from lct_jax.sampling import load, media, outputs
+from lct_jax.experiments import common
 
-MIN_SCENES = 32                    # per cell (the issue's minimum)
 ROWS = ("joint", "alone", "single")
 ROW_LABELS = {"joint": "LCT, joint", "alone": "LCT, each shot alone",
               "single": "single-shot model (same compute)"}
@@ -54,61 +50,29 @@ FACTORS = ("tint",) + tuple(f for f in syn.SCENE_FACTORS if f != "tint")
 
 def check_runs(lct_config, single_config) -> None:
   """Names the flag whose run is of the wrong kind."""
-  s = lct_config.scene
-  if (lct_config.train.stage != "lct" or s.max_shots < 2
-      or lct_config.model.attention_mask != "bidirectional"):
-    raise ValueError(
-        f"--lct must be a bidirectional scene-stage run (train.stage 'lct', "
-        f"scene.max_shots >= 2); this one is stage "
-        f"{lct_config.train.stage!r}, max_shots {s.max_shots}, attention "
-        f"{lct_config.model.attention_mask!r}")
+  common.check_bidirectional("--lct", lct_config)
   if single_config.scene.max_shots != 1:
     raise ValueError(
         f"--single must be a single-shot run (scene.max_shots = 1); this one "
         f"has scene.max_shots = {single_config.scene.max_shots}")
-  for key in ("frames", "height", "width", "max_text_len"):
-    a, b = lct_config.scene[key], single_config.scene[key]
-    if a != b:
-      raise ValueError(f"--lct and --single differ in scene.{key} ({a} "
-                       f"against {b}): they cannot draw the same scenes")
-
-
-def _load_config(flag: str, workdir: str):
-  try:
-    return load.load_config(workdir)
-  except load.CheckpointError as e:
-    raise ValueError(f"{flag} {workdir!r}: {e}") from None
-
-
-def check_counts(scenes: int, seeds: int) -> None:
-  if scenes < MIN_SCENES:
-    raise ValueError(f"--scenes must be >= {MIN_SCENES} held-out scenes per "
-                     f"cell, got {scenes}")
-  if seeds < 2:
-    raise ValueError(f"--seeds must be >= 2 (the spread over seed sets is "
-                     f"reported), got {seeds}")
+  common.check_same_scenes(("--lct", "--single"), lct_config, single_config,
+                           keys=("frames", "height", "width", "max_text_len"))
 
 
 def score_row(config, sampler, scenes: int, seed_set: int, *, alone: bool,
               max_shots: int, sheets: list | None = None) -> dict:
   """`score_scenes` of one row on one seed set; appends the first
   SHEETS scenes' contact sheets to `sheets` when given."""
-  records = []
-  for i, (drawn, frames) in enumerate(evaluate.generate_held_out(
-      config, sampler, scenes, alone=alone, seed_set=seed_set,
-      max_shots=max_shots)):
-    records.append(evaluate.scene_record(drawn, frames))
-    if sheets is not None and i < SHEETS:
-      sheets.append(evaluate.scene_sheet(drawn, frames))
+  records, _, _ = common.generate(
+      config, sampler, scenes, seed_set, mode="alone" if alone else "joint",
+      max_shots=max_shots, sheets=sheets, sheet_count=SHEETS)
   return consistency.score_scenes(records)
 
 
 def summarise(tables: list[dict]) -> dict:
   """Per-seed `score_scenes` tables of one row -> {figure: (mean, std)},
   the sample standard deviation over seed sets (ddof 1)."""
-  def stat(values):
-    v = np.asarray(values, float)
-    return float(np.nanmean(v)), float(np.nanstd(v, ddof=1))
+  stat = common.mean_std
   out = {"recognised": stat([t["recognised"] for t in tables])}
   for f in syn.SCENE_FACTORS:
     out[f"consistency/{f}"] = stat([t["consistency"][f] for t in tables])
@@ -120,16 +84,14 @@ def summarise(tables: list[dict]) -> dict:
   return out
 
 
-def run(lct: str, single: str, *, scenes: int = MIN_SCENES, seeds: int = 3,
-        steps=None, out: str | None = None, log=print) -> dict:
+def run(lct: str, single: str, *, scenes: int = common.MIN_SCENES,
+        seeds: int = 3, steps=None, out: str | None = None, log=print) -> dict:
   """-> {"rows": {row: summary}, "per_seed": {row: [tables]}, ...}; with
   `out`, the first scenes of seed set 0 as contact sheets
   (out/{row}_scene_{i}.png: generated rows above the held-out truth)."""
-  check_counts(scenes, seeds)
-  lct_config = _load_config("--lct", lct)
-  single_config = _load_config("--single", single)
-  evaluate.check_synthetic_run(lct_config, lct)
-  evaluate.check_synthetic_run(single_config, single)
+  common.check_counts(scenes, seeds)
+  lct_config = common.run_config("--lct", lct)
+  single_config = common.run_config("--single", single)
   check_runs(lct_config, single_config)
   t0 = time.perf_counter()
   lct_config, lct_sampler, lct_step = evaluate.load_sampler(lct, steps=steps)
@@ -158,17 +120,14 @@ def run(lct: str, single: str, *, scenes: int = MIN_SCENES, seeds: int = 3,
                    guidance=lct_sampler.cfg_scale, eta=lct_sampler.eta),
       seconds=time.perf_counter() - t0)
   if out:
-    os.makedirs(out, exist_ok=True)
-    for r in ROWS:
-      for i, sheet in enumerate(sheets[r]):
-        media.write_png(os.path.join(out, f"{r}_scene_{i}.png"), sheet)
+    common.write_sheets(out, {f"{r}_scene": sheets[r] for r in ROWS})
   log(format_table(result))
   return result
 
 
 def format_table(result: dict) -> str:
   rows = result["rows"]
-  pm = lambda ms: f"{ms[0]:.3f} +- {ms[1]:.3f}"
+  pm = common.pm
   width = 24
   n, shots, seeds = result["scenes"], result["shots_per_scene"], result["seeds"]
   lines = [f"scene context: {n} held-out {shots}-shot scenes x {seeds} seed "
@@ -195,9 +154,7 @@ def format_table(result: dict) -> str:
 
 
 def plot(result: dict, path: str) -> None:
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  plt = common.pyplot()
   factors = FACTORS
   x = np.arange(len(factors))
   bar = 0.27
@@ -224,30 +181,11 @@ def plot(result: dict, path: str) -> None:
 
 
 def main(argv=None):
-  p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  p = common.parser(__doc__, seeds=3, sheets=True)
   p.add_argument("--lct", required=True, help="scene-stage (lct) workdir")
   p.add_argument("--single", required=True,
                  help="single-shot (max_shots = 1) workdir, same compute")
-  p.add_argument("--scenes", type=int, default=MIN_SCENES)
-  p.add_argument("--seeds", type=int, default=3)
-  p.add_argument("--steps", type=int, default=None,
-                 help="sampler steps (default: the runs' own)")
-  p.add_argument("--png", default=None)
-  p.add_argument("--json", default=None)
-  p.add_argument("--out", default=None,
-                 help="folder for contact sheets of the first scenes")
-  a = p.parse_args(argv)
-  try:
-    result = run(a.lct, a.single, scenes=a.scenes, seeds=a.seeds,
-                 steps=a.steps, out=a.out)
-  except (ValueError, load.CheckpointError) as e:
-    raise SystemExit(f"error: {e}") from None
-  if a.json:
-    os.makedirs(os.path.dirname(a.json) or ".", exist_ok=True)
-    with open(a.json, "w") as f:
-      json.dump(outputs._jsonable(result), f, indent=1)  # pylint: disable=protected-access
-  if a.png:
-    plot(result, a.png)
+  return common.main(p, argv, run, plot)
 
 
 if __name__ == "__main__":
