@@ -19,6 +19,13 @@ far, short of the 80% target).
   python train.py --config configs/demo_long.py:single_control \\
       --workdir runs/demo_long_single \\
       --config.train.init_from=runs/demo_long_sharp            # ~38 min
+  # experiments 2-4: the context-causal fine-tune, and for experiment 4
+  # the same fine-tune from no weights
+  python train.py --config configs/demo_long.py:causal \\
+      --workdir runs/demo_long_causal \\
+      --config.train.init_from=runs/demo_long                  # ~12 min
+  python train.py --config configs/demo_long.py:causal \\
+      --workdir runs/demo_long_causal_scratch                  # ~18 min
   python benchmarks/demo_learning_curve.py --workdir runs/demo_long_base \\
       --workdir runs/demo_long_sharp --workdir runs/demo_long --every 2 \\
       --png docs/demo_learning_curve.png          # all three stages

@@ -165,20 +165,20 @@ def plot(result: dict, path: str) -> None:
   ax.legend(fontsize=7)
   ks = np.arange(2, n + 1)
   for i, t in enumerate(t_cs):
-    axes[1].plot(ks, [m for m, _ in rows[t]["drift_mean"]], marker=".",
+    axes[1].plot(ks, [m for m, _ in rows[t]["drift_tint"]], marker=".",
                  color=f"C{i}", label=f"t_c {t}")
     axes[2].plot(np.arange(1, n + 1),
                  [m for m, _ in rows[t]["recognised_by_shot"]], marker=".",
                  color=f"C{i}", label=f"t_c {t}")
-  chance = np.mean([[m for m, _ in rows[t]["drift_mean_chance"]]
+  chance = np.mean([[m for m, _ in rows[t]["drift_tint_chance"]]
                     for t in t_cs], axis=0)
   axes[1].plot(ks, chance, "k--", label="chance")
   axes[1].axvline(result["window"] + 1.5, color="grey", linewidth=0.8)
   axes[1].set_xlabel("shot k")
-  axes[1].set_ylabel("agreement with shot 1 (mean of factors)")
+  axes[1].set_ylabel("tint agreement with shot 1")
   axes[1].set_ylim(0, 1.05)
   axes[1].set_title("Drift from shot 1 (grey: shot 1 leaves the window)")
-  axes[1].legend(fontsize=7)
+  axes[1].legend(fontsize=7, loc="lower left", ncol=2)
   axes[2].set_xlabel("shot k")
   axes[2].set_ylabel("recognised")
   axes[2].set_ylim(0, 1.05)
