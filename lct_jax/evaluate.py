@@ -165,7 +165,7 @@ def generate_held_out(config, sampler, count: int, *, mode: str = "joint",
                                  max_shots=max_shots, min_shots=min_shots)
   for i, drawn in enumerate(drawn_scenes):
     scene = _drawn_scene(config, drawn,
-                           seed=SEED_SET_STRIDE * seed_set + 1000 * i)
+                         seed=SEED_SET_STRIDE * seed_set + 1000 * i)
     if mode == "alone":
       latents = [sampler.joint(dataclasses.replace(scene, shots=[shot]))[0]
                  for shot in scene.shots]

@@ -611,3 +611,22 @@ def test_capabilities_inputs_and_end_to_end(runs, tmp_path, monkeypatch):
   assert set(saved["rows"]) == {"conditioned", "control"}
   assert saved["rows"]["conditioned"]["composition"]["recognised"][0] == 0.0
   assert len(list((tmp_path / "sheets").iterdir())) == 12
+
+
+def test_causal_adaptation_refuses_a_start_of_another_model(tmp_path):
+  wds = _config_only_runs(tmp_path, lct="demo_long.py:lct",
+                          from_lct="demo_long.py:causal",
+                          from_scratch="demo_long.py:causal")
+  lct = load.load_config(wds["lct"])
+  lct.model.depth += 1
+  (pathlib.Path(wds["lct"]) / "config.json").write_text(
+      lct.to_json_best_effort(indent=1))
+  for wd, init_from in ((wds["from_lct"], wds["lct"]),
+                        (wds["from_scratch"], "")):
+    config = load.load_config(wd)
+    config.train.init_from = init_from
+    (pathlib.Path(wd) / "config.json").write_text(
+        config.to_json_best_effort(indent=1))
+  with pytest.raises(ValueError, match="--from-lct and its train.init_from "
+                                       "are different models"):
+    causal_adaptation.run(wds["from_lct"], wds["from_scratch"])

@@ -64,6 +64,8 @@ def check_inputs(lct: str, lct_config, scratch: str, scratch_config) -> str:
                              start_config)
   common.check_same_scenes(("--from-lct", "--from-scratch"), lct_config,
                            scratch_config)
+  common.check_same_model(("--from-lct", "its train.init_from"), lct_config,
+                          start_config)
   for key in ("steps", "batch_size"):
     a, b = lct_config.train[key], scratch_config.train[key]
     if a != b:

@@ -72,6 +72,19 @@ def check_same_scenes(flags: tuple[str, str], a, b,
                        "cannot draw the same scenes")
 
 
+def check_same_model(flags: tuple[str, str], a, b) -> None:
+  """Two runs whose parameters are interchangeable: every model field but
+  the attention mask (which adds no parameters) the same."""
+  ma, mb = a.model.to_dict(), b.model.to_dict()
+  diff = sorted(k for k in ma.keys() | mb.keys()
+                if k != "attention_mask" and ma.get(k) != mb.get(k))
+  if diff:
+    raise ValueError(f"{flags[0]} and {flags[1]} are different models "
+                     f"(model.{diff[0]}: {ma.get(diff[0])!r} against "
+                     f"{mb.get(diff[0])!r}); their weights do not fit each "
+                     "other")
+
+
 def check_counts(scenes: int, seeds: int) -> None:
   if scenes < MIN_SCENES:
     raise ValueError(f"--scenes must be >= {MIN_SCENES} held-out scenes per "
