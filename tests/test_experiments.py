@@ -358,9 +358,11 @@ def test_history_timestep_end_to_end_on_tiny_runs(tmp_path, monkeypatch):
   monkeypatch.setattr(history_timestep, "MIN_SHOTS", 3)
   saved = run_cli(history_timestep, ["--causal", str(causal), "--shots", "3",
                                      "--t-c", "0", "500"],
-                  tmp_path, monkeypatch, sheets=False)
+                  tmp_path, monkeypatch, sheets=True)
   assert set(saved["t_c"]) == {"0", "500"} and saved["window"] == 1
   assert len(saved["t_c"]["500"]["recognised_by_shot"]) == 3
+  assert sorted(p.name for p in (tmp_path / "sheets").iterdir()) == [
+      f"t_c{t}_scene_{i}.png" for t in (0, 500) for i in range(2)]
 
 
 # --- experiment 4: causal adaptation ------------------------------------------
@@ -461,7 +463,18 @@ def test_causal_adaptation_curves_and_steps_to_reach(tmp_path, monkeypatch):
   assert lct_curve[200]["fidelity_mean"] == (1.0, 0.0)
   assert result["reach"]["lct"]["own"] == 200
   assert result["reach"]["scratch"]["lct_final"] is None
-  assert "90% of its own final at step 200" in lines[-1]
+  assert "90% of its own final first at step 200 and from step 200 on" \
+      in lines[-1]
+
+
+def test_steps_to_reach_and_to_stay():
+  steps = [0, 200, 400, 600]
+  dip = [0.6, 0.4, 0.55, 0.6]            # high, dips, recovers
+  assert causal_adaptation.steps_to_reach(steps, dip, 0.54) == 0
+  assert causal_adaptation.steps_to_stay(steps, dip, 0.54) == 400
+  assert causal_adaptation.steps_to_stay(steps, [0.6, 0.6, 0.6, 0.5],
+                                         0.54) is None
+  assert causal_adaptation.steps_to_reach(steps, [0.1] * 4, 0.54) is None
 
 
 # --- experiment 5: emergent capabilities --------------------------------------
@@ -630,3 +643,20 @@ def test_causal_adaptation_refuses_a_start_of_another_model(tmp_path):
   with pytest.raises(ValueError, match="--from-lct and its train.init_from "
                                        "are different models"):
     causal_adaptation.run(wds["from_lct"], wds["from_scratch"])
+
+
+def test_causal_adaptation_end_to_end_on_tiny_runs(runs, tmp_path,
+                                                   monkeypatch):
+  """The real samplers: step 0 of the LCT-started run from the tiny LCT
+  weights under the causal mask, the scratch run from its own (step-0)
+  checkpoint."""
+  lct, _ = runs
+  from_lct, from_scratch = _causal_runs(tmp_path, lct)
+  saved = run_cli(causal_adaptation, ["--from-lct", from_lct,
+                                      "--from-scratch", from_scratch],
+                  tmp_path, monkeypatch, sheets=True)
+  assert list(saved["curves"]["lct"]) == ["0"]
+  assert list(saved["curves"]["scratch"]) == ["0"]
+  assert saved["curves"]["lct"]["0"]["recognised"][0] == 0.0
+  assert sorted(p.name for p in (tmp_path / "sheets").iterdir()) == [
+      f"{r}_step0_{i}.png" for r in ("lct", "scratch") for i in range(2)]

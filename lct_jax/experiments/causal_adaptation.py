@@ -19,8 +19,10 @@ its KV cache. Reported against fine-tune steps: fidelity to history (per
 scene factor, `lct_jax.data.fidelity`; the mean over factors is the
 consistency the experiment tracks, the tint its headline) next to chance,
 and recognised shots. For each run, the first step whose consistency
-reaches 90% of that run's final value, and of the LCT-started run's final
-value (a from-scratch run can reach 90% of its own low final quickly).
+reaches 90% of that run's final value, and the first from which it stays
+there (a start that is high, dips and recovers reaches it at step 0); and
+the same for 90% of the LCT-started run's final value (a from-scratch run
+can reach 90% of its own low final quickly).
 Means and sample standard deviations over `--seeds` disjoint seed sets.
 
 Inputs are checked before any sampling: both runs must be context-causal
@@ -40,6 +42,7 @@ ROWS = ("lct", "scratch")
 ROW_LABELS = {"lct": "from the LCT weights", "scratch": "from scratch"}
 FLAGS = {"lct": "--from-lct", "scratch": "--from-scratch"}
 FRACTION = 0.9                      # "reaches 90% of the final consistency"
+SHEETS = 2                          # contact sheets per run and end (--out)
 
 
 def checkpoint_steps(workdir: str) -> list[int]:
@@ -85,6 +88,35 @@ def steps_to_reach(steps: list[int], values: list[float], target: float):
   return None
 
 
+def steps_to_stay(steps: list[int], values: list[float], target: float):
+  """The first step from which every later value is >= target (None if
+  the last is below): unlike `steps_to_reach`, not fooled by a start that
+  is high, dips, and recovers."""
+  first = None
+  for s, v in zip(steps, values):
+    if v < target:
+      first = None
+    elif first is None:
+      first = s
+  return first
+
+
+def reach(curves: dict) -> dict:
+  """Per row: its final consistency, and the steps at which it reaches and
+  stays at FRACTION of its own final and of the LCT-started run's."""
+  final_lct = list(curves["lct"].values())[-1]["fidelity_mean"][0]
+  out = {}
+  for r in ROWS:
+    xs = [int(s) for s in curves[r]]
+    ys = [c["fidelity_mean"][0] for c in curves[r].values()]
+    own, lct = FRACTION * ys[-1], FRACTION * final_lct
+    out[r] = dict(final=ys[-1], own=steps_to_reach(xs, ys, own),
+                  own_stays=steps_to_stay(xs, ys, own),
+                  lct_final=steps_to_reach(xs, ys, lct),
+                  lct_final_stays=steps_to_stay(xs, ys, lct))
+  return out
+
+
 def summarise(per_seed: list[dict]) -> dict:
   return {"recognised": common.mean_std([p["table"]["recognised"]
                                          for p in per_seed]),
@@ -93,8 +125,10 @@ def summarise(per_seed: list[dict]) -> dict:
 
 def run(from_lct: str, from_scratch: str, *,
         scenes: int = common.MIN_SCENES, seeds: int = 2, steps=None,
-        log=print) -> dict:
-  """-> {"curves": {row: {step: summary}}, "reach": {...}, ...}."""
+        out: str | None = None, log=print) -> dict:
+  """-> {"curves": {row: {step: summary}}, "reach": {...}, ...}; with
+  `out`, contact sheets of seed set 0's first scenes at each run's first
+  and last point (out/{row}_step{step}_{i}.png)."""
   common.check_counts(scenes, seeds)
   configs = {"lct": common.run_config("--from-lct", from_lct),
              "scratch": common.run_config("--from-scratch", from_scratch)}
@@ -107,7 +141,7 @@ def run(from_lct: str, from_scratch: str, *,
             "scratch": checkpoint_steps(from_scratch)}
   curves = {r: {} for r in ROWS}
   per_seed = {r: {} for r in ROWS}
-  sampler = None
+  sampler, sheets = None, {}
   for r in ROWS:
     for step in points[r]:
       if r == "lct" and step == 0:   # the LCT weights under the causal mask
@@ -117,9 +151,13 @@ def run(from_lct: str, from_scratch: str, *,
         config, sampler, _ = evaluate.load_sampler(workdirs[r], steps=steps,
                                                    step=step)
       per_seed[r][step] = []
+      sheet = None
+      if out and step in (points[r][0], points[r][-1]):
+        sheet = sheets[f"{r}_step{step}"] = []
       for seed_set in range(seeds):
-        records, sequences, _ = common.generate(config, sampler, scenes,
-                                                seed_set, mode="causal")
+        records, sequences, _ = common.generate(
+            config, sampler, scenes, seed_set, mode="causal",
+            sheets=sheet if seed_set == 0 else None, sheet_count=SHEETS)
         per_seed[r][step].append(dict(
             table=consistency.score_scenes(records),
             fidelity=fidelity.score_sequences(sequences)))
@@ -128,21 +166,15 @@ def run(from_lct: str, from_scratch: str, *,
           f"{common.pm(curves[r][step]['fidelity_mean'])}, tint "
           f"{common.pm(curves[r][step]['fidelity/tint'])}, recognised "
           f"{common.pm(curves[r][step]['recognised'])}")
-  final_lct = curves["lct"][points["lct"][-1]]["fidelity_mean"][0]
-  reach = {}
-  for r in ROWS:
-    xs = points[r]
-    ys = [curves[r][s]["fidelity_mean"][0] for s in xs]
-    reach[r] = dict(final=ys[-1],
-                    own=steps_to_reach(xs, ys, FRACTION * ys[-1]),
-                    lct_final=steps_to_reach(xs, ys, FRACTION * final_lct))
-  result = dict(curves=curves, reach=reach, per_seed=per_seed,
+  result = dict(curves=curves, reach=reach(curves), per_seed=per_seed,
                 from_lct=dict(workdir=from_lct, init_from=start),
                 from_scratch=dict(workdir=from_scratch), scenes=scenes,
                 seeds=seeds, fraction=FRACTION,
                 sampler=dict(steps=sampler.ts.size - 1,
                              guidance=sampler.cfg_scale, eta=sampler.eta,
                              t_c=sampler.t_c))
+  if out:
+    common.write_sheets(out, sheets)
   log(format_table(result))
   return result
 
@@ -168,8 +200,10 @@ def format_table(result: dict) -> str:
   for r in ROWS:
     x = result["reach"][r]
     lines.append(f"{ROW_LABELS[r]}: final consistency {x['final']:.3f}; "
-                 f"{pct}% of its own final at step {x['own']}, {pct}% of the "
-                 f"LCT-started final at step {x['lct_final']}")
+                 f"{pct}% of its own final first at step {x['own']} and "
+                 f"from step {x['own_stays']} on; {pct}% of the LCT-started "
+                 f"final first at step {x['lct_final']} and from step "
+                 f"{x['lct_final_stays']} on")
   return "\n".join(lines)
 
 
@@ -205,7 +239,7 @@ def plot(result: dict, path: str) -> None:
 
 
 def main(argv=None):
-  p = common.parser(__doc__, seeds=2, sheets=False)
+  p = common.parser(__doc__, seeds=2, sheets=True)
   p.add_argument("--from-lct", required=True,
                  help="causal fine-tune started from the LCT weights")
   p.add_argument("--from-scratch", required=True,

@@ -38,6 +38,7 @@ from lct_jax.experiments import common
 
 MIN_SHOTS = 8                      # the issue's minimum rollout
 T_CS = (0, 100, 300, 500, 700, 900)
+SHEETS = 2                         # contact sheets per t_c (--out)
 FACTORS = ("tint",) + tuple(f for f in syn.SCENE_FACTORS if f != "tint")
 
 
@@ -84,24 +85,29 @@ def summarise(per_seed: list[dict], shots: int) -> dict:
 
 def run(causal: str, *, shots: int = MIN_SHOTS, t_cs=T_CS,
         window: int | None = None, scenes: int = common.MIN_SCENES,
-        seeds: int = 2, steps=None, log=print) -> dict:
+        seeds: int = 2, steps=None, out: str | None = None,
+        log=print) -> dict:
   """-> {"t_c": {t_c: summary}, "per_seed": {t_c: [...]}, ...}; t_c on
-  the paper's 0-1000 scale."""
+  the paper's 0-1000 scale. With `out`, contact sheets of seed set 0's
+  first scenes at each t_c (out/t_c{t_c}_scene_{i}.png: the rollout's
+  shots above the held-out truth)."""
   t_cs = [int(t) if float(t).is_integer() else float(t) for t in t_cs]
   common.check_counts(scenes, seeds)
   config = common.run_config("--causal", causal)
   window = check_inputs(config, shots=shots, t_cs=t_cs, window=window)
-  per_seed, rows, step = {}, {}, None
+  per_seed, rows, step, sheets = {}, {}, None, {}
   for t_c in t_cs:
     config, sampler, step = evaluate.load_sampler(
         causal, steps=steps, t_c=t_c / 1000, capacity=shots - 1)
     kwargs = dict(mode="causal", max_shots=shots, min_shots=shots,
                   window=window)
     common.warm_up(config, sampler, **kwargs)
-    per_seed[t_c] = []
+    per_seed[t_c], sheets[f"t_c{t_c}_scene"] = [], []
     for seed_set in range(seeds):
       records, sequences, seconds = common.generate(
-          config, sampler, scenes, seed_set, **kwargs)
+          config, sampler, scenes, seed_set, **kwargs,
+          sheets=sheets[f"t_c{t_c}_scene"] if out and seed_set == 0
+          else None, sheet_count=SHEETS)
       per_seed[t_c].append(dict(
           table=consistency.score_scenes(records),
           fidelity=fidelity.score_sequences(sequences),
@@ -115,6 +121,8 @@ def run(causal: str, *, shots: int = MIN_SHOTS, t_cs=T_CS,
                 window=window, scenes=scenes, seeds=seeds,
                 sampler=dict(steps=sampler.ts.size - 1,
                              guidance=sampler.cfg_scale, eta=sampler.eta))
+  if out:
+    common.write_sheets(out, sheets)
   log(format_table(result))
   return result
 
@@ -193,7 +201,7 @@ def plot(result: dict, path: str) -> None:
 
 
 def main(argv=None):
-  p = common.parser(__doc__, seeds=2, sheets=False)
+  p = common.parser(__doc__, seeds=2, sheets=True)
   p.add_argument("--causal", required=True,
                  help="context-causal (causal stage) workdir")
   p.add_argument("--shots", type=int, default=MIN_SHOTS)
