@@ -35,6 +35,21 @@ def runs(tmp_path_factory):
   return tuple(out)
 
 
+def forbid_sampling(monkeypatch) -> None:
+  """Any model load fails the test: inputs must be checked first."""
+  def no_sampling(*_, **__):
+    raise AssertionError("sampled before checking its inputs")
+  monkeypatch.setattr(evaluate, "load_sampler", no_sampling)
+
+
+def tiny_causal_run(tmp_path) -> pathlib.Path:
+  """A tiny causal-stage workdir (initial weights, no training)."""
+  causal = tmp_path / "causal"
+  causal.mkdir()
+  write_workdir(causal, configlib.load(f"{CONFIG}:causal"))
+  return causal
+
+
 def run_cli(module, flags, tmp_path, monkeypatch, *, sheets: bool) -> dict:
   """Runs an experiment's command on tiny runs (2 scenes, 2 seed sets, 1
   Euler step) -> its JSON; checks the PNG where matplotlib (the `bench`
@@ -55,9 +70,7 @@ def run_cli(module, flags, tmp_path, monkeypatch, *, sheets: bool) -> dict:
 
 def test_inputs_are_checked_before_sampling(runs, monkeypatch):
   lct, single = runs
-  def no_sampling(*_, **__):
-    raise AssertionError("sampled before checking its inputs")
-  monkeypatch.setattr(evaluate, "load_sampler", no_sampling)
+  forbid_sampling(monkeypatch)
   with pytest.raises(ValueError, match="--lct must be a bidirectional scene"):
     scene_context.run(single, single)
   with pytest.raises(ValueError, match="--single must be a single-shot"):
@@ -181,12 +194,8 @@ class _FakeClock:
 def test_autoregressive_inputs_are_checked_before_sampling(runs, tmp_path,
                                                           monkeypatch):
   lct, single = runs
-  causal = tmp_path / "causal"
-  causal.mkdir()
-  write_workdir(causal, configlib.load(f"{CONFIG}:causal"))
-  def no_sampling(*_, **__):
-    raise AssertionError("sampled before checking its inputs")
-  monkeypatch.setattr(evaluate, "load_sampler", no_sampling)
+  causal = tiny_causal_run(tmp_path)
+  forbid_sampling(monkeypatch)
   with pytest.raises(ValueError, match="--causal must be a context-causal"):
     autoregressive.run(lct, lct)
   with pytest.raises(ValueError, match="--bidirectional must be a "
@@ -265,9 +274,7 @@ def test_autoregressive_rows_fidelity_and_time_per_shot(tmp_path,
 
 def test_autoregressive_end_to_end_on_tiny_runs(runs, tmp_path, monkeypatch):
   lct, _ = runs
-  causal = tmp_path / "causal"
-  causal.mkdir()
-  write_workdir(causal, configlib.load(f"{CONFIG}:causal"))
+  causal = tiny_causal_run(tmp_path)
   saved = run_cli(autoregressive,
                   ["--causal", str(causal), "--bidirectional", lct],
                   tmp_path, monkeypatch, sheets=True)
@@ -284,9 +291,7 @@ def test_history_timestep_inputs_are_checked_before_sampling(runs, tmp_path,
                                                             monkeypatch):
   lct, _ = runs
   wds = _config_only_runs(tmp_path, causal="demo_long.py:causal")
-  def no_sampling(*_, **__):
-    raise AssertionError("sampled before checking its inputs")
-  monkeypatch.setattr(evaluate, "load_sampler", no_sampling)
+  forbid_sampling(monkeypatch)
   with pytest.raises(ValueError, match="--causal must be a context-causal"):
     history_timestep.run(lct)
   with pytest.raises(ValueError, match="--shots must be >= 8"):
@@ -352,9 +357,7 @@ def test_history_timestep_sweeps_t_c_with_drift_and_fidelity(tmp_path,
 
 
 def test_history_timestep_end_to_end_on_tiny_runs(tmp_path, monkeypatch):
-  causal = tmp_path / "causal"
-  causal.mkdir()
-  write_workdir(causal, configlib.load(f"{CONFIG}:causal"))
+  causal = tiny_causal_run(tmp_path)
   monkeypatch.setattr(history_timestep, "MIN_SHOTS", 3)
   saved = run_cli(history_timestep, ["--causal", str(causal), "--shots", "3",
                                      "--t-c", "0", "500"],
@@ -386,9 +389,7 @@ def test_causal_adaptation_inputs_are_checked_before_sampling(runs, tmp_path,
                                                              monkeypatch):
   lct, single = runs
   from_lct, from_scratch = _causal_runs(tmp_path, lct)
-  def no_sampling(*_, **__):
-    raise AssertionError("sampled before checking its inputs")
-  monkeypatch.setattr(evaluate, "load_sampler", no_sampling)
+  forbid_sampling(monkeypatch)
   with pytest.raises(ValueError, match="--from-lct must be a context-causal"):
     causal_adaptation.run(lct, from_scratch)
   with pytest.raises(ValueError, match="--from-lct must be a causal "
@@ -604,10 +605,8 @@ def test_capabilities_condition_what_they_say(tmp_path):
 
 def test_capabilities_inputs_and_end_to_end(runs, tmp_path, monkeypatch):
   lct, single = runs
-  def no_sampling(*_, **__):
-    raise AssertionError("sampled before checking its inputs")
   with monkeypatch.context() as m:
-    m.setattr(evaluate, "load_sampler", no_sampling)
+    forbid_sampling(m)
     with pytest.raises(ValueError, match="--lct must be a bidirectional"):
       capabilities.run(single)
     with pytest.raises(ValueError, match="--lct must hold >= 3 shots"):
