@@ -4,7 +4,8 @@
 
 Config: synthetic scenes (lct_jax.data.synthetic) at 32x32, up to 4 shots
 of up to 4 frames, seeds 0..N-1. For ground truth (clean, and under
-Gaussian pixel noise sigma 8 and 12 on 0..255) and for each kind of garbage
+Gaussian pixel noise sigma 8 and 12 on 0..255, and with soft edges: a
+Gaussian blur of 0.5 and 0.7 px) and for each kind of garbage
 (lct_jax.data.counterfeits), prints the fraction of shots recognised, the
 fraction with every factor right, and each piece of evidence's min / p50 /
 p99 / max, next to the thresholds (lct_jax.data.estimators.Thresholds).
@@ -30,7 +31,11 @@ def main():
   print(f"thresholds: {th}")
   kinds = {"clean": lambda f: f,
            "sigma 8": lambda f: cf.pixel_noise(rng, f, 8.0),
-           "sigma 12": lambda f: cf.pixel_noise(rng, f, 12.0)}
+           "sigma 12": lambda f: cf.pixel_noise(rng, f, 12.0),
+           "blur 0.5 px": lambda f: cf.soft_edges(f, 0.5),
+           "blur 0.5 px + sigma 8": lambda f: cf.pixel_noise(
+               rng, cf.soft_edges(f, 0.5), 8.0),
+           "blur 0.7 px": lambda f: cf.soft_edges(f, 0.7)}
   kinds.update({k: (lambda f, fn=fn: fn(rng, f))
                 for k, fn in cf.GARBAGE.items()})
   header = " | ".join(f"{k} (min / p50 / p99 / max)" for k in EVIDENCE)
