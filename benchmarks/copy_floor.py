@@ -64,8 +64,8 @@ def main():
   print(f"{a.workdir} step {step}: {a.scenes} held-out scenes, "
         f"model.prediction = {config.model.prediction}; mean squared error "
         f"on [-1, 1]")
-  print(f"| t | model, all pixels | do nothing, all | model, sprite pixels "
-        f"| do nothing, sprite | model / do nothing (sprite) |")
+  print("| t | model, all pixels | do nothing, all | model, sprite pixels "
+        "| do nothing, sprite | model / do nothing (sprite) |")
   print("|---|---|---|---|---|---|")
   for t in a.t:
     err = {k: [] for k in ("model", "none", "model_sp", "none_sp")}
