@@ -23,8 +23,6 @@ import numpy as np
 from flax import nnx
 
 from lct_jax import evaluate
-from lct_jax.data import transform
-from lct_jax.sampling.sampler import shot_noise
 
 SPRITE_DISTANCE = 0.3
 
@@ -50,16 +48,8 @@ def main():
     return z - t_BxN.reshape(t_BxN.shape + (1,) * (z.ndim - 2)) * v
 
   drawn_scenes = evaluate.held_out_scenes(config, a.scenes)
-  inputs = []
-  for i, drawn in enumerate(drawn_scenes):
-    scene = evaluate._drawn_scene(config, drawn, seed=1000 * i)  # pylint: disable=protected-access
-    batch = sampler._scene_batch(scene, scene.shots, [None] * len(scene.shots))  # pylint: disable=protected-access
-    x = np.zeros((1, N) + sampler.shot_shape, np.float32)
-    eps = np.zeros_like(x)
-    for k, s in enumerate(drawn.shots):
-      x[0, k, :len(s.frames)] = transform.pixels_to_latents(s.frames)
-      eps[0, k] = shot_noise(scene.shots[k].seed, sampler.shot_shape)[0]
-    inputs.append((drawn, batch, x, eps))
+  inputs = [(drawn,) + evaluate.held_out_truth(config, sampler, drawn, i)
+            for i, drawn in enumerate(drawn_scenes)]
 
   print(f"{a.workdir} step {step}: {a.scenes} held-out scenes, "
         f"model.prediction = {config.model.prediction}; mean squared error "

@@ -28,10 +28,10 @@ import time
 import numpy as np
 
 from lct_jax import evaluate
-from lct_jax.data import estimators, synthetic, transform
+from lct_jax.data import estimators, synthetic
 from lct_jax.sampling import joint as joint_lib
 from lct_jax.sampling import media
-from lct_jax.sampling.sampler import shot_noise, to_host
+from lct_jax.sampling.sampler import to_host
 
 
 def main():
@@ -74,15 +74,8 @@ def main():
   level_pair = np.asarray(levels) // 2
   def denoise(drawn, i, t0, ts):
     """Estimates of the scene's shots denoised from its truth at t0."""
-    scene = evaluate._drawn_scene(config, drawn, seed=1000 * i)  # pylint: disable=protected-access
-    n = len(scene.shots)
-    batch = sampler._scene_batch(scene, scene.shots, [None] * n)  # pylint: disable=protected-access
+    batch, x, eps = evaluate.held_out_truth(config, sampler, drawn, i)
     N = sampler.geom.max_shots
-    x = np.zeros((1, N) + sampler.shot_shape, np.float32)
-    eps = np.zeros_like(x)
-    for k, s in enumerate(drawn.shots):
-      x[0, k, :len(s.frames)] = transform.pixels_to_latents(s.frames)
-      eps[0, k] = shot_noise(scene.shots[k].seed, sampler.shot_shape)[0]
     z_t0 = (1.0 - t0) * x + t0 * eps
     out = z_t0
     if ts.size > 1:

@@ -32,9 +32,9 @@ import time
 
 import numpy as np
 
-from lct_jax.data import consistency, estimators, synthetic, vocab
+from lct_jax.data import consistency, estimators, synthetic, transform, vocab
 from lct_jax.sampling import load, media, outputs
-from lct_jax.sampling.sampler import Sampler, Scene, Shot
+from lct_jax.sampling.sampler import Sampler, Scene, Shot, shot_noise
 from lct_jax.training.state import abstract_model
 
 HELD_OUT_SEED = 1_000_000_000
@@ -101,6 +101,22 @@ def _drawn_scene(config, drawn, seed: int) -> Scene:
   return sampler_scene(config, drawn.global_prompt,
                        [s.prompt for s in drawn.shots],
                        [len(s.frames) for s in drawn.shots], seed)
+
+
+def held_out_truth(config, sampler, drawn, index: int):
+  """-> (batch, x, eps) of held-out scene `index` (seed set 0): the
+  sampler's batch for its prompts, its true shots as latents [1, N, F, H,
+  W, C] (padding zero) and each shot's starting noise as
+  `generate_held_out` draws it. For the benchmarks that noise the truth
+  to some t and look at what the model makes of it."""
+  scene = _drawn_scene(config, drawn, seed=1000 * index)
+  batch = sampler._scene_batch(scene, scene.shots, [None] * len(scene.shots))  # pylint: disable=protected-access
+  x = np.zeros((1, sampler.geom.max_shots) + sampler.shot_shape, np.float32)
+  eps = np.zeros_like(x)
+  for k, (truth, shot) in enumerate(zip(drawn.shots, scene.shots)):
+    x[0, k, :len(truth.frames)] = transform.pixels_to_latents(truth.frames)
+    eps[0, k] = shot_noise(shot.seed, sampler.shot_shape)[0]
+  return batch, x, eps
 
 
 def load_sampler(workdir: str, *, steps=None, guidance=None, shift=None,

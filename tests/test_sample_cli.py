@@ -245,6 +245,29 @@ def test_evaluate_alone_samples_each_shot_without_the_others(workdir,
   assert not np.array_equal(alone[0], joint[0])
 
 
+def test_held_out_truth_is_the_drawn_scene_and_its_noise(workdir):
+  """What the denoising benchmarks start from: scene i's true frames as
+  latents (padding zero) and shot k's starting noise from seed 1000 i + k,
+  the rule `generate_held_out` documents."""
+  from lct_jax import evaluate  # pylint: disable=g-import-not-at-top
+  from lct_jax.sampling import media  # pylint: disable=g-import-not-at-top
+  from lct_jax.sampling.sampler import shot_noise  # pylint: disable=g-import-not-at-top
+  wd, _, _ = workdir
+  c, sampler, _ = evaluate.load_sampler(str(wd), steps=2, guidance=1.0)
+  drawn = evaluate.held_out_scenes(c, 2)[1]
+  batch, x, eps = evaluate.held_out_truth(c, sampler, drawn, 1)
+  assert x.shape == eps.shape == (1, c.scene.max_shots) + sampler.shot_shape
+  for k, shot in enumerate(drawn.shots):
+    f = len(shot.frames)
+    np.testing.assert_array_equal(media.to_frames(x[0, k], f), shot.frames)
+    assert not x[0, k, f:].any()
+    np.testing.assert_array_equal(
+        eps[0, k], shot_noise(1000 + k, sampler.shot_shape)[0])
+  assert not x[0, len(drawn.shots):].any()
+  assert (batch["num_frames"][0, :len(drawn.shots)]
+          == [len(s.frames) for s in drawn.shots]).all()
+
+
 def test_held_out_scenes_of_a_single_shot_run():
   """A max_shots = 1 run (the text_rope stage) gets one-shot held-out
   scenes; it used to search forever for scenes of >= 2 shots."""
