@@ -1,6 +1,7 @@
 """Train-step time of the demo model by size and attention kernel, per stage.
 
   python benchmarks/step_time.py            # about 5 minutes on 2 cores
+  python benchmarks/step_time.py --variants demo,muon   # a subset
 
 Config: configs/demo.py at its single-shot stage (`text_rope`: one shot and
 its global prompt, 96 tokens per example) and its scene stage (`lct`: 4
@@ -10,8 +11,9 @@ warm-up step (compilation excluded), on one fixed batch, so the input
 pipeline is not in it. FLOPs: model FLOPs of the step
 (`lct_jax/model/flops.py`). The examples-per-second column is what a run
 of the same minutes sees, the ratio column is against the demo's own
-model in the same run.
+model (or the first row asked for) in the same run.
 """
+import argparse
 import pathlib
 import statistics
 import time
@@ -35,6 +37,7 @@ VARIANTS = {
     "width 96": {"model.width": 96, "model.num_heads": 3},
     "width 192": {"model.width": 192, "model.num_heads": 6},
     "depth 2": {"model.depth": 2},
+    "muon": {"optim.name": "muon"},   # the update rule, not the model
 }
 
 
@@ -61,14 +64,22 @@ def step_seconds(stage: str, overrides: dict) -> tuple[float, float]:
 
 
 def main():
+  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  p.add_argument("--variants", default=",".join(VARIANTS),
+                 help="comma-separated rows to time; the first is the "
+                      "ratio's base (default: all, from 'demo')")
+  names = p.parse_args().variants.split(",")
+  unknown = [n for n in names if n not in VARIANTS]
+  if unknown:
+    p.error(f"--variants: unknown {unknown}; known: {list(VARIANTS)}")
   print(f"jax {jax.__version__} on {jax.devices()[0].platform}; "
         f"configs/demo.py, batch {BATCH}, float32, median of {STEPS} steps")
   print(f"{'stage':>9} {'variant':>16} {'ms/step':>8} {'examples/s':>10} "
         f"{'GFLOP/step':>10} {'x demo time':>11}")
   for stage in ("text_rope", "lct"):
     base = None
-    for name, overrides in VARIANTS.items():
-      seconds, step_flops = step_seconds(stage, overrides)
+    for name in names:
+      seconds, step_flops = step_seconds(stage, VARIANTS[name])
       base = base or seconds
       print(f"{stage:>9} {name:>16} {seconds * 1e3:>8.1f} "
             f"{BATCH / seconds:>10.1f} {step_flops / 1e9:>10.2f} "

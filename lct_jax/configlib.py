@@ -18,6 +18,7 @@ from lct_jax.model import mmdit, prediction, remat
 # Option lists of fields that training implements (a layer above this one,
 # which reads them from here); the others come from their implementations.
 DECAYS = ("cosine", "linear", "constant")
+OPTIMIZERS = ("adamw", "muon")
 ON_NONFINITE = ("skip", "stop")
 # Fields since removed from the schema, with the value under which they
 # changed nothing (ANY: none mattered). A saved run that held that value
@@ -104,6 +105,9 @@ def base_config() -> ml_collections.ConfigDict:
 
   # --- optim ---------------------------------------------------------------
   o = c.optim = ml_collections.ConfigDict()
+  o.name = "adamw"                # adamw | muon (Muon on the transformer
+                                  # blocks' matrices, AdamW on the rest;
+                                  # training/optim.py)
   o.lr = 1e-4
   o.warmup_steps = 100
   o.decay = "cosine"              # cosine | linear | constant after warmup
@@ -111,6 +115,7 @@ def base_config() -> ml_collections.ConfigDict:
   o.b1 = 0.9
   o.b2 = 0.999
   o.eps = 1e-8
+  o.muon_beta = 0.95              # Muon's momentum (muon only)
   o.weight_decay = 0.0            # not applied to biases and norm weights
   o.clip_norm = 1.0               # global-norm clipping; 0 = off
   o.ema_decay = 0.999             # EMA of parameters, warmed up as
@@ -245,6 +250,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
   choice("model.prediction", m.prediction, prediction.PREDICTIONS)
   choice("model.compute_dtype", m.compute_dtype, mmdit.COMPUTE_DTYPES)
   choice("optim.decay", c.optim.decay, DECAYS)
+  choice("optim.name", c.optim.name, OPTIMIZERS)
   choice("train.on_nonfinite", c.train.on_nonfinite, ON_NONFINITE)
   choice("data.source", c.data.source, pipeline.DATA_SOURCES)
   for rule, names in _RANGES.items():

@@ -1,4 +1,13 @@
-"""AdamW with warmup then decay, global-norm clipping, decoupled weight decay.
+"""The optimizer: warmup then decay, global-norm clipping, decoupled weight
+decay, and one of two update rules (`optim.name`):
+
+  adamw  AdamW on every parameter.
+  muon   Muon (momentum orthogonalised by Newton-Schulz) on the transformer
+         blocks' weight matrices, AdamW on everything else: embeddings, the
+         output projection, biases and norm weights, which are not maps
+         between hidden states (exactly the `adamw` rule). Muon's update is rescaled to the RMS of a
+         typical AdamW update (`consistent_rms`, Moonlight's rule), so the
+         two parts share one learning rate and one schedule.
 
 Weight decay applies to matrices and embeddings only (not biases or norm
 weights), the usual transformer practice.
@@ -43,14 +52,58 @@ def decay_mask_by_path(params):
   return jax.tree_util.tree_map_with_path(is_matrix, params)
 
 
+# Muon's update RMS is set to this fraction of sqrt(max(fan_in, fan_out)):
+# 0.2 matches AdamW's typical update RMS (Liu et al. 2025, "Muon is
+# scalable for LLM training"), so AdamW's learning rate carries over.
+MUON_CONSISTENT_RMS = 0.2
+
+
+def _is_block_matrix(path, x) -> bool:
+  names = [getattr(k, "key", str(k)) for k in path]
+  return (any(n.endswith("transformer_blocks") for n in names)
+          and names[-1] == "kernel" and x.ndim >= 2)
+
+
+def muon_dimension_numbers(params):
+  """Per leaf: Muon's matrix axes for a transformer block's kernel, None
+  for anything else. A block stack scanned over layers is [layers, fan_in,
+  fan_out]: the leading axes are batch axes, so each layer's matrix is
+  orthogonalised on its own."""
+  def rule(path, x):
+    if _is_block_matrix(path, x):
+      return optax.contrib.MuonDimensionNumbers(reduction_axis=x.ndim - 2,
+                                                output_axis=x.ndim - 1)
+    return None
+  return jax.tree_util.tree_map_with_path(rule, params)
+
+
+def _adamw(o, schedule):
+  return optax.adamw(schedule, b1=o.b1, b2=o.b2, eps=o.eps,
+                     weight_decay=o.weight_decay, mask=decay_mask_by_path)
+
+
+def _muon_and_adamw(o, schedule):
+  # optax's `muon` sends the leaves it does not orthogonalise to a Nesterov
+  # AdamW that decays every one of them, biases and norms included; the
+  # partition keeps those leaves on exactly the `adamw` rule above.
+  muon = optax.contrib.muon(
+      schedule, beta=o.muon_beta, eps=o.eps, weight_decay=o.weight_decay,
+      muon_weight_dimension_numbers=muon_dimension_numbers,
+      consistent_rms=MUON_CONSISTENT_RMS)
+  def labels(params):
+    return jax.tree_util.tree_map_with_path(
+        lambda p, x: "muon" if _is_block_matrix(p, x) else "adamw", params)
+  return optax.partition({"muon": muon, "adamw": _adamw(o, schedule)},
+                         labels)
+
+
 def make_optimizer(o, schedule: optax.Schedule) -> optax.GradientTransformation:
   """The transformation for optim section `o` following `schedule`."""
   parts = []
   if o.clip_norm > 0:
     parts.append(optax.clip_by_global_norm(o.clip_norm))
-  parts.append(optax.adamw(schedule, b1=o.b1, b2=o.b2, eps=o.eps,
-                           weight_decay=o.weight_decay,
-                           mask=decay_mask_by_path))
+  parts.append(_muon_and_adamw(o, schedule) if o.name == "muon"
+               else _adamw(o, schedule))
   return optax.chain(*parts)
 
 
