@@ -7,6 +7,7 @@ import functools
 
 import jax
 import numpy as np
+import optax
 import orbax.checkpoint as ocp
 import pytest
 
@@ -15,7 +16,8 @@ from lct_jax import batch as batch_lib
 from lct_jax.data.sharding import batch_sharding
 from lct_jax.parallel import make_mesh
 from lct_jax.model.sharding import param_shardings, state_shardings
-from lct_jax.training import create_train_state, init_model, make_train_step
+from lct_jax.training import (create_train_state, init_model, make_train_step,
+                              optim)
 
 AXES = ("data", "fsdp", "context", "tensor")
 BATCH = 4
@@ -86,6 +88,47 @@ def test_train_step_under_mesh_equals_single_device(mesh_shape, strategy,
                       jax.tree.leaves(p0)):
     worst = max(worst, float(np.max(np.abs((a - a0) - (r - a0)))))
   assert worst <= 1e-3 * lr, worst
+
+
+def test_muon_state_is_sharded_like_the_params_and_steps_as_on_one_device():
+  # Muon's moments live under an optax partition: each part's moments are
+  # shaped like the params with the other part's leaves masked. They must
+  # still take their parameter's FSDP / tensor sharding, not be replicated.
+  c = _config("all_gather", "context_causal")
+  c.optim.name = "muon"
+  mesh = make_mesh(dict(zip(AXES, (1, 2, 2, 2))))
+  _, params = init_model(c)
+  state = create_train_state(c, params)
+  shardings = state_shardings(c, state, mesh)
+  by_keys = {tuple(str(k) for k in path): s for path, s in
+             jax.tree_util.tree_flatten_with_path(
+                 param_shardings(c, params, mesh))[0]}
+  matched = sharded = 0
+  for path, s in jax.tree_util.tree_flatten_with_path(shardings.opt_state)[0]:
+    keys = tuple(str(k) for k in path)
+    hits = [by_keys[keys[-n:]] for n in range(1, len(keys) + 1)
+            if keys[-n:] in by_keys]
+    if not hits:
+      continue                      # counts and other scalars
+    matched += 1
+    assert s == hits[-1], (keys, s, hits[-1])
+    sharded += any(a is not None for a in s.spec)
+  # Muon keeps one moment per matrix, Adam two per other leaf.
+  n_muon = sum(d is not None for d in jax.tree.leaves(
+      optim.muon_dimension_numbers(params), is_leaf=lambda d: d is None
+      or isinstance(d, optax.contrib.MuonDimensionNumbers)))
+  assert n_muon > 0
+  assert matched == n_muon + 2 * (len(jax.tree.leaves(params)) - n_muon)
+  assert sharded > 0
+
+  loss_ref, gn_ref, p0, p_ref = _run_step(c)
+  loss, gn, _, p = _run_step(c, mesh)
+  assert abs(loss - loss_ref) <= 1e-5 * abs(loss_ref), (loss, loss_ref)
+  assert abs(gn - gn_ref) <= 1e-5 * abs(gn_ref), (gn, gn_ref)
+  worst = max(float(np.max(np.abs((a - a0) - (r - a0))))
+              for a, r, a0 in zip(jax.tree.leaves(p), jax.tree.leaves(p_ref),
+                                  jax.tree.leaves(p0)))
+  assert worst <= 1e-3 * c.optim.lr, worst
 
 
 def test_bad_mesh_for_config_fails_before_compiling():

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 
 import jax
+import optax
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec as P
 
@@ -53,13 +54,27 @@ def param_shardings(config, params, mesh):
       names, params, is_leaf=lambda n: isinstance(n, tuple))
 
 
-def _map_params_like(state, params, on_params, on_other):
-  """Applies `on_params` to every subtree of `state` shaped like `params`
-  (params, EMA, Adam's moments) and `on_other` to every other leaf."""
+def _masked(x) -> bool:
+  """A leaf that an optax partition masked out (a subtree whose update rule
+  does not hold a moment for this parameter)."""
+  return isinstance(x, optax.MaskedNode)
+
+
+def _map_params_like(state, params, on_param, aux, on_other):
+  """Applies `on_param(leaf, aux leaf)` to every leaf of each subtree of
+  `state` shaped like `params` (params, EMA, each update rule's moments;
+  under `optim.name = muon` the moments of each part are shaped like the
+  params with the other part's leaves masked) and `on_other` to every other
+  leaf. `aux` is a tree like `params`."""
   params_def = jax.tree.structure(params)
-  is_params = lambda x: (jax.tree.structure(x) == params_def and
-                         not hasattr(x, "shape"))
-  return jax.tree.map(lambda x: on_params(x) if is_params(x) else on_other(x),
+  is_params = lambda x: (not hasattr(x, "shape") and not _masked(x) and
+                         jax.tree.structure(x, is_leaf=_masked) == params_def)
+
+  def on_subtree(x):
+    return jax.tree.map(lambda leaf, a: leaf if _masked(leaf)
+                        else on_param(leaf, a), x, aux, is_leaf=_masked)
+
+  return jax.tree.map(lambda x: on_subtree(x) if is_params(x) else on_other(x),
                       state, is_leaf=is_params)
 
 
@@ -67,12 +82,12 @@ def state_shardings(config, state, mesh):
   """Shardings of a whole TrainState (arrays or ShapeDtypeStructs).
 
   Parameters, their EMA and every optimizer subtree shaped like the
-  parameters share the parameter shardings; scalars such as step counts
-  are replicated.
+  parameters (masked leaves aside) share the parameter shardings; scalars
+  such as step counts are replicated.
   """
   p_sh = param_shardings(config, state.params, mesh)
   replicated = NamedSharding(mesh, P())
-  return _map_params_like(state, state.params, lambda _: p_sh,
+  return _map_params_like(state, state.params, lambda _, sh: sh, p_sh,
                           lambda _: replicated)
 
 
@@ -90,6 +105,6 @@ def constrain_state(config, state):
   specs = jax.tree.map(
       lambda n, x: fit_spec(logical_to_spec(n), x.shape, mesh), names,
       state.params, is_leaf=lambda n: isinstance(n, tuple))
-  pin = lambda tree: jax.tree.map(jax.lax.with_sharding_constraint, tree,
-                                  specs)
-  return _map_params_like(state, state.params, pin, lambda x: x)
+  return _map_params_like(state, state.params,
+                          jax.lax.with_sharding_constraint, specs,
+                          lambda x: x)

@@ -5,9 +5,12 @@ decay, and one of two update rules (`optim.name`):
   muon   Muon (momentum orthogonalised by Newton-Schulz) on the transformer
          blocks' weight matrices, AdamW on everything else: embeddings, the
          output projection, biases and norm weights, which are not maps
-         between hidden states (exactly the `adamw` rule). Muon's update is rescaled to the RMS of a
-         typical AdamW update (`consistent_rms`, Moonlight's rule), so the
-         two parts share one learning rate and one schedule.
+         between hidden states (exactly the `adamw` rule). Muon's update is
+         rescaled to the RMS of a typical AdamW update (`consistent_rms`,
+         Moonlight's rule), so the two parts share one learning rate and
+         one schedule. Each part's moments are shaped like the parameters
+         with the other part's leaves masked; they are sharded like the
+         parameters all the same (`model/sharding.state_shardings`).
 
 Weight decay applies to matrices and embeddings only (not biases or norm
 weights), the usual transformer practice.
