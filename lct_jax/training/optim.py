@@ -47,11 +47,15 @@ def make_schedule(o, total_steps: int) -> optax.Schedule:
       [optax.linear_schedule(0.0, o.lr, warmup), after], [warmup])
 
 
+def _key_names(path) -> list[str]:
+  """The dict keys of a params-tree path, as strings."""
+  return [getattr(k, "key", str(k)) for k in path]
+
+
 def decay_mask_by_path(params):
   """Decay leaves named 'kernel' or 'embedding'; scanned stacks included."""
   def is_matrix(path, _):
-    name = getattr(path[-1], "key", str(path[-1]))
-    return name in ("kernel", "embedding")
+    return _key_names(path)[-1] in ("kernel", "embedding")
   return jax.tree_util.tree_map_with_path(is_matrix, params)
 
 
@@ -62,7 +66,7 @@ MUON_CONSISTENT_RMS = 0.2
 
 
 def _is_block_matrix(path, x) -> bool:
-  names = [getattr(k, "key", str(k)) for k in path]
+  names = _key_names(path)
   return (any(n.endswith("transformer_blocks") for n in names)
           and names[-1] == "kernel" and x.ndim >= 2)
 
